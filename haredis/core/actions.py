@@ -1,0 +1,99 @@
+"""Outputs of the core: what the runtime (or the simulator) must do.
+
+Contract for executors: the actions of one `Watcher.handle` call are executed IN ORDER, and
+`PersistState` is a barrier: nothing after it may be executed (no message sent, no Redis
+command issued) until the state is durable. The core always puts it first in a batch, so a
+vote, an epoch or a topology is on disk before any peer or client can learn of it. If the
+write fails, the executor must drop the rest of the batch and stop the watcher.
+
+Every action that expects an answer gets exactly one result event back (a reply, a failure
+or a timeout), so the core never waits forever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from haredis.core.messages import Gossip, VoteReply, VoteRequest
+from haredis.core.model import Address, DurableState
+
+
+@dataclass(frozen=True, slots=True)
+class PersistState:
+    """Write the durable state (temp file, fsync, rename) before anything else in the batch.
+
+    This carries every vote (the issue's `PersistVote`), every epoch and every topology.
+    """
+
+    state: DurableState
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """PING the instance; answer with ProbeReply or ProbeFailed within `timeout`."""
+
+    primary: str
+    address: Address
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueryInfo:
+    """INFO (server + replication); answer with InfoReply or InfoFailed within `timeout`."""
+
+    primary: str
+    address: Address
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class SendGossip:
+    gossip: Gossip
+    to: str | None = None  # None: every peer
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVotes:
+    request: VoteRequest  # sent to every peer
+
+
+@dataclass(frozen=True, slots=True)
+class SendVoteReply:
+    to: str
+    reply: VoteReply
+
+
+@dataclass(frozen=True, slots=True)
+class Promote:
+    """REPLICAOF NO ONE on the replica, then CLIENT KILL TYPE normal / pubsub, then ROLE to
+    confirm it reports `master`, all in one step; answer with PromoteDone."""
+
+    primary: str
+    address: Address
+    epoch: int
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaOf:
+    """REPLICAOF target on the instance, then CLIENT KILL TYPE normal / pubsub; answer with
+    ReplicaOfDone. Used to repoint replicas and to demote a returning old primary."""
+
+    primary: str
+    address: Address
+    target: Address
+    epoch: int
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """A Sentinel-style event: channel (e.g. ``+switch-master``) and its message text.
+
+    Published to pub/sub subscribers, hooks and the log by the runtime."""
+
+    channel: str
+    message: str
+
+
+Action = PersistState | Probe | QueryInfo | SendGossip | RequestVotes | SendVoteReply | Promote | ReplicaOf | Publish

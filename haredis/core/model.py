@@ -1,0 +1,219 @@
+"""Immutable records shared by the core, the runtime and the renderers.
+
+Everything here is a frozen value: the core builds new records instead of mutating them, so
+a snapshot handed to the API server or to /metrics can never change under its reader.
+Times are floats in seconds on the watcher's monotonic clock (the `now` of the events).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Address:
+    """A Redis or watcher endpoint. `host` may be a hostname; it is resolved by the runtime."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """Parse ``host:port`` (``[v6]:port`` for IPv6). Raises ValueError with the reason."""
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"expected host:port, got {text!r}")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise ValueError(f"expected a numeric port in {text!r}") from None
+        if not 0 < port < 65536:
+            raise ValueError(f"port out of range 1..65535 in {text!r}")
+        return cls(host, port)
+
+
+class Role(enum.Enum):
+    PRIMARY = "master"
+    REPLICA = "slave"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaLink:
+    """One replica as its primary lists it in INFO replication (``slaveN:ip=…,port=…``)."""
+
+    address: Address
+    offset: int
+    online: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceInfo:
+    """What the core needs from one ``INFO`` reply (server + replication sections).
+
+    The runtime parses the text; the core never sees raw INFO.
+    """
+
+    role: Role
+    run_id: str = ""
+    # The replication history this instance is on (master_replid) and the one before its
+    # last promotion (master_replid2, valid up to second_repl_offset).
+    replid: str = ""
+    replid2: str = ""
+    offset: int = 0  # master_repl_offset on a primary; slave_repl_offset on a replica
+    # Replica-only fields.
+    master: Address | None = None
+    link_up: bool = False
+    link_down_seconds: float = 0.0  # master_link_down_since_seconds, 0 when the link is up
+    priority: int = 100  # replica-priority (slave_priority)
+    announced: bool = True  # replica-announced
+    # Primary-only fields.
+    replicas: tuple[ReplicaLink, ...] = ()
+    # Fencing state the primary reports (min-replicas-to-write); 0 when not configured.
+    min_replicas_to_write: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PrimarySettings:
+    """Everything the core needs to know about one monitored primary. Seconds, not ms."""
+
+    name: str
+    address: Address
+    quorum: int
+    down_after: float = 5.0
+    crash_detect: float = 0.25  # 0 disables the refused/reset fast path
+    failover_timeout: float = 60.0
+    parallel_syncs: int = 1
+    max_lag_bytes: int | None = None
+    lag_wait: float = 2.0  # bounded wait for the freshest replica to catch up to max_lag_bytes
+    min_failover_interval: float = 15.0
+    info_period: float = 1.0
+    # A replica or stray primary that contradicts the topology is reconfigured once it has
+    # done so for this long (and a majority of watchers agree on the config epoch).
+    convert_after: float = 2.0
+
+    @property
+    def ping_period(self) -> float:
+        # Three probes fit in down_after, so one lost reply never declares an instance down,
+        # and the first unanswered probe is at most down_after/3 after the last good reply.
+        return min(1.0, self.down_after / 3.0)
+
+
+@dataclass(frozen=True, slots=True)
+class WatcherSettings:
+    """The watcher's identity and cluster-wide timing. Seconds, not ms."""
+
+    name: str
+    # How many watchers are configured, this one included. Peers are known by the names in
+    # their authenticated messages; every configured watcher counts, alive or not, so a
+    # majority of `electorate` is needed to win an election.
+    electorate: int
+    primaries: tuple[PrimarySettings, ...]
+    tick_interval: float = 0.1
+    gossip_period: float = 0.5  # heartbeat; opinion changes are pushed at once
+    opinion_ttl: float = 2.0  # a peer's opinion older than this is ignored
+    election_timeout: float = 0.6  # an election not won by then is abandoned
+    retry_backoff: float = 0.4  # upper bound of the randomised wait before another attempt
+    hold_trigger: float = 2.0  # a tick gap larger than this (or negative) enters hold mode
+    hold_duration: float = 10.0
+
+    @property
+    def majority(self) -> int:
+        return self.electorate // 2 + 1
+
+
+@dataclass(frozen=True, slots=True)
+class PrimaryDurable:
+    """Per-primary state that must survive a restart, written before anyone sees it."""
+
+    current_epoch: int = 0  # highest election epoch seen for this primary
+    voted_epoch: int = 0  # epoch of the last vote granted (0: never voted)
+    voted_for: str = ""  # the candidate that vote went to
+    config_epoch: int = 0  # epoch of the topology below
+    address: Address | None = None  # the primary as of config_epoch (None: from settings)
+
+
+@dataclass(frozen=True, slots=True)
+class DurableState:
+    primaries: dict[str, PrimaryDurable] = field(default_factory=dict)
+
+    def get(self, name: str) -> PrimaryDurable:
+        return self.primaries.get(name, PrimaryDurable())
+
+
+# ---------------------------------------------------------------------------------------------
+# Snapshot: the one truth every renderer reads (SENTINEL replies, /metrics, status, logs).
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceView:
+    address: Address
+    role: Role
+    run_id: str
+    sdown: bool
+    sdown_since: float | None
+    last_ok: float | None  # time of the last valid probe reply
+    last_probe_sent: float | None
+    last_error: str
+    info_age: float | None  # seconds since the last INFO, None if never
+    offset: int
+    priority: int
+    link_up: bool
+    link_down_seconds: float
+    master: Address | None
+    replid: str
+    announced: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PeerView:
+    name: str
+    last_heard: float | None
+    says_down: bool
+    current_epoch: int
+    config_epoch: int
+    voted_for: str
+    voted_epoch: int
+    in_hold: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PrimaryView:
+    name: str
+    address: Address
+    config_epoch: int
+    current_epoch: int
+    primary: InstanceView
+    replicas: tuple[InstanceView, ...]
+    peers: tuple[PeerView, ...]
+    sdown: bool
+    odown: bool
+    odown_votes: int  # watchers (self included) whose fresh opinion says down
+    quorum: int
+    failover_state: str  # "none" or the failover state's name
+    failover_epoch: int
+    leader: str  # the leader this watcher knows for current_epoch, "" if none
+    paused_until: float | None
+    last_failover_at: float | None
+    settings: PrimarySettings
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    watcher: str
+    now: float
+    in_hold: bool
+    hold_until: float | None
+    primaries: tuple[PrimaryView, ...]
+
+    def primary(self, name: str) -> PrimaryView | None:
+        for view in self.primaries:
+            if view.name == name:
+                return view
+        return None
