@@ -96,4 +96,14 @@ class Publish:
     message: str
 
 
-Action = PersistState | Probe | QueryInfo | SendGossip | RequestVotes | SendVoteReply | Promote | ReplicaOf | Publish
+Action = (
+    PersistState
+    | Probe
+    | QueryInfo
+    | SendGossip
+    | RequestVotes
+    | SendVoteReply
+    | Promote
+    | ReplicaOf
+    | Publish
+)

@@ -1,7 +1,942 @@
-"""Placeholder: the Watcher is being written. API contract:
+"""One watcher's whole decision logic: events in, actions out. Pure: no I/O, no clock.
 
-    Watcher(settings: WatcherSettings, durable: DurableState, now: float)
-    Watcher.handle(event: Event) -> list[Action]
-    Watcher.snapshot() -> Snapshot
-    Watcher.durable -> DurableState
+Theory of operation
+-------------------
+A watcher monitors a set of primaries ("groups"), each with the replicas it discovers from
+the primary's INFO. For every group it:
+
+1. PROBES each instance (PING every ping_period, INFO every info_period) and keeps a
+   subjective verdict per instance (detector.py). The configured primary is also down if it
+   keeps reporting role:slave for longer than down_after + 2 INFO periods.
+2. GOSSIPS its opinion and its epochs to every peer, at once on a change and as a heartbeat
+   (agreement.py); the primary is objectively down when quorum watchers say so, freshly.
+3. ELECTS: an objectively-down primary makes the watcher a candidate after a small,
+   per-watcher delay; a majority of all watchers must vote for it in that epoch
+   (election.py).
+4. FAILS OVER as the leader, following the table in failover.py: select the freshest
+   eligible replica (selection.py), promote and confirm it, commit the new topology under
+   the failover epoch (config_epoch), publish it, then repoint the other replicas.
+5. CONVERGES: a topology with a higher config epoch, heard from any peer, replaces ours.
+   A stray primary (a returning old primary) or a replica following the wrong primary is
+   reconfigured after `convert_after`, but only when this watcher is demonstrably current:
+   the configured primary is healthy and a majority of watchers, freshly heard, share our
+   config epoch and none knows a higher one. That rule is what keeps a stale watcher from
+   demoting a freshly promoted primary (Sentinel's redis#1445).
+
+Time and hold mode
+------------------
+The core runs on its own clock: each event's `now` advances it by the gap since the
+previous event. A gap that is negative (the clock went back) or longer than `hold_trigger`
+(the process stalled or was paused, or the clock jumped forward) does not advance it at all
+and puts the watcher in HOLD (Sentinel's TILT) for `hold_duration`: it keeps probing and
+gossiping, but gives no opinion, grants no vote, starts no failover and converts nobody. So
+every age the core computes is built only from gaps it actually observed.
+
+Invariants this module maintains (the simulator checks them from outside):
+* at most one vote per (primary, epoch), and it is durable before the reply goes out;
+* epochs and config epochs never decrease, across restarts (they are durable);
+* a failover starts only from an objectively down primary (or an operator's command) and
+  acts only after a majority of all configured watchers voted for it;
+* the new topology is durable and only then visible (PersistState leads every batch).
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from haredis.core import election, selection
+from haredis.core.actions import (
+    Action,
+    PersistState,
+    Probe,
+    Promote,
+    Publish,
+    QueryInfo,
+    ReplicaOf,
+    RequestVotes,
+    SendGossip,
+    SendVoteReply,
+)
+from haredis.core.agreement import PeerTable
+from haredis.core.detector import Detector
+from haredis.core.events import (
+    Event,
+    FailoverCommand,
+    GossipReceived,
+    InfoFailed,
+    InfoReply,
+    ProbeFailed,
+    ProbeReply,
+    PromoteDone,
+    ReplicaOfDone,
+    Tick,
+    VoteReplied,
+    VoteRequested,
+)
+from haredis.core.failover import Failover, Phase, Trigger, transition
+from haredis.core.messages import Gossip, PrimaryGossip, VoteRequest
+from haredis.core.model import (
+    Address,
+    DurableState,
+    InstanceInfo,
+    InstanceView,
+    PeerView,
+    PrimaryDurable,
+    PrimarySettings,
+    PrimaryView,
+    Role,
+    Snapshot,
+    WatcherSettings,
+)
+
+# A replica whose link to the primary has been down this many down_after periods longer
+# than the primary has been down has data too old to promote (Sentinel's rule).
+_LINK_DOWN_FACTOR = 10.0
+# An instance asked to REPLICAOF counts as reconfigured after this long even if its INFO
+# never confirmed it (Sentinel: 10 s); steady state fixes it later if it really did not.
+_RECONF_ASSUME_DONE = 10.0
+
+
+@dataclass(slots=True)
+class _Instance:
+    address: Address
+    detector: Detector
+    info: InstanceInfo | None = None
+    info_at: float | None = None
+    info_failed_at: float | None = None
+    info_asked_at: float | None = None
+    contradicting_since: float | None = None
+    convert_sent_at: float | None = None
+
+
+class _Group:
+    """Everything one watcher knows and decides about one monitored primary."""
+
+    def __init__(self, settings: PrimarySettings, durable: PrimaryDurable, now: float) -> None:
+        self.settings = settings
+        self.durable = durable
+        self.instances: dict[Address, _Instance] = {}
+        self.failover: Failover | None = None
+        self.next_attempt_at = now
+        self.last_failover_at: float | None = None
+        self.odown = False
+        self.odown_votes = 0
+        self.primary_down = False
+        self.role_mismatch_since: float | None = None
+        self.primary_replid = ""
+        self.primary_offset: int | None = None
+        self.last_gossip: PrimaryGossip | None = None
+        self.instance(self.address, now)
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def address(self) -> Address:
+        return self.durable.address or self.settings.address
+
+    def instance(self, address: Address, now: float) -> _Instance:
+        inst = self.instances.get(address)
+        if inst is None:
+            inst = self.instances[address] = _Instance(address, Detector(watched_since=now))
+        return inst
+
+    def replicas(self) -> list[_Instance]:
+        primary = self.address
+        return [inst for addr, inst in sorted(self.instances.items()) if addr != primary]
+
+
+class Watcher:
+    """The decision core of one watcher. See the module docstring."""
+
+    def __init__(self, settings: WatcherSettings, durable: DurableState, now: float) -> None:
+        self.settings = settings
+        self._raw_last = now
+        self._now = now
+        self._hold_until: float | None = None
+        self._peers = PeerTable(settings.name, settings.electorate)
+        self._groups: dict[str, _Group] = {}
+        for ps in settings.primaries:
+            self._groups[ps.name] = _Group(ps, durable.get(ps.name), now)
+        self._last_heartbeat: float | None = None
+        self._durable_dirty = False
+        self._dirty_groups: set[str] = set()  # groups whose gossip view may have changed
+        self._out: list[Action] = []
+
+    # ------------------------------------------------------------------ public interface
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def durable(self) -> DurableState:
+        return DurableState({name: g.durable for name, g in self._groups.items()})
+
+    @property
+    def in_hold(self) -> bool:
+        return self._hold_until is not None
+
+    def handle(self, event: Event) -> list[Action]:
+        """Feed one event; get the actions to execute, in order (PersistState first)."""
+        self._out = []
+        self._advance_clock(event.now)
+        match event:
+            case Tick():
+                self._on_tick()
+            case ProbeReply() | ProbeFailed():
+                self._on_probe_result(event)
+            case InfoReply():
+                self._on_info(event)
+            case InfoFailed():
+                self._on_info_failed(event)
+            case GossipReceived():
+                self._on_gossip(event)
+            case VoteRequested():
+                self._on_vote_request(event)
+            case VoteReplied():
+                self._on_vote_reply(event)
+            case PromoteDone():
+                self._on_promote_done(event)
+            case ReplicaOfDone():
+                self._on_replicaof_done(event)
+            case FailoverCommand():
+                self._on_failover_command(event)
+        self._push_changed_gossip()
+        out = self._out
+        self._out = []
+        if self._durable_dirty:
+            self._durable_dirty = False
+            out.insert(0, PersistState(self.durable))
+        return out
+
+    def failover_refusal(self, primary: str) -> str | None:
+        """Why an operator's failover of `primary` cannot start now, or None if it can.
+
+        The texts are Sentinel's error replies for SENTINEL FAILOVER."""
+        group = self._groups.get(primary)
+        if group is None:
+            return "ERR No such master with that name"
+        if group.failover is not None:
+            return "INPROG Failover already in progress"
+        if self.in_hold:
+            return "INPROG watcher is in hold mode (clock or loop stall), retry later"
+        if not self._candidates_exist(group):
+            return "NOGOODSLAVE No suitable replica to promote"
+        return None
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            watcher=self.name,
+            now=self._now,
+            in_hold=self.in_hold,
+            hold_until=self._hold_until,
+            primaries=tuple(self._view(g) for g in self._groups.values()),
+        )
+
+    # ------------------------------------------------------------------ clock and hold
+
+    def _advance_clock(self, raw_now: float) -> None:
+        gap = raw_now - self._raw_last
+        self._raw_last = raw_now
+        if gap < 0 or gap > self.settings.hold_trigger:
+            self._enter_hold(gap)
+            return
+        self._now += gap
+
+    def _enter_hold(self, gap: float) -> None:
+        now = self._now
+        if self._hold_until is None:
+            self._emit(Publish("+tilt", f"#tilt mode entered (clock gap {gap:+.3f}s)"))
+        self._hold_until = now + self.settings.hold_duration
+        # Opinions were received at unknown ages relative to the jump: forget them.
+        self._peers.forget_opinions()
+        for group in self._groups.values():
+            fo = group.failover
+            if fo is not None and fo.phase in (Phase.ELECTION, Phase.SELECT):
+                trig = Trigger.LOST if fo.phase is Phase.ELECTION else Trigger.SUPERSEDED
+                self._fire(group, trig)
+            self._mark_dirty(group)
+
+    def _check_hold_end(self) -> None:
+        if self._hold_until is not None and self._now >= self._hold_until:
+            self._hold_until = None
+            self._emit(Publish("-tilt", "#tilt mode exited"))
+            for group in self._groups.values():
+                self._mark_dirty(group)
+
+    # ------------------------------------------------------------------ event handlers
+
+    def _on_tick(self) -> None:
+        now = self._now
+        self._check_hold_end()
+        for group in self._groups.values():
+            self._schedule_probes(group, now)
+            self._evaluate(group)
+        heartbeat_due = (
+            self._last_heartbeat is None or now - self._last_heartbeat >= self.settings.gossip_period
+        )
+        if heartbeat_due and self.settings.electorate > 1:
+            self._last_heartbeat = now
+            views = tuple(self._gossip_view(g) for g in self._groups.values())
+            for group, view in zip(self._groups.values(), views, strict=True):
+                group.last_gossip = view
+            self._emit(SendGossip(Gossip(self.name, self.in_hold, views)))
+
+    def _on_probe_result(self, event: ProbeReply | ProbeFailed) -> None:
+        group = self._groups.get(event.primary)
+        if group is None or event.address not in group.instances:
+            return
+        det = group.instances[event.address].detector
+        if isinstance(event, ProbeReply):
+            det.replied(self._now, event.reply)
+        else:
+            det.failed(self._now, event.kind, event.detail)
+        self._evaluate(group)
+
+    def _on_info(self, event: InfoReply) -> None:
+        group = self._groups.get(event.primary)
+        if group is None or event.address not in group.instances:
+            return
+        now = self._now
+        inst = group.instances[event.address]
+        inst.info = event.info
+        inst.info_at = now
+        inst.info_asked_at = None
+        info = event.info
+        if event.address == group.address:
+            if info.role is Role.PRIMARY:
+                group.primary_replid = info.replid
+                group.primary_offset = info.offset
+                group.role_mismatch_since = None
+                for link in info.replicas:
+                    if link.address not in group.instances:
+                        group.instance(link.address, now)
+                        self._emit(Publish("+slave", _describe(group, link.address)))
+            elif info.role is Role.REPLICA and group.role_mismatch_since is None:
+                group.role_mismatch_since = now
+        self._evaluate(group)
+
+    def _on_info_failed(self, event: InfoFailed) -> None:
+        group = self._groups.get(event.primary)
+        if group is None or event.address not in group.instances:
+            return
+        inst = group.instances[event.address]
+        inst.info_asked_at = None
+        inst.info_failed_at = self._now
+        self._evaluate(group)
+
+    def _on_gossip(self, event: GossipReceived) -> None:
+        gossip = event.gossip
+        if not self._peers.receive(gossip, self._now):
+            return
+        for view in gossip.primaries:
+            group = self._groups.get(view.name)
+            if group is None:
+                continue
+            self._adopt_epoch(group, view.current_epoch)
+            if view.config_epoch > group.durable.config_epoch:
+                self._adopt_config(group, view.config_epoch, view.address, source=gossip.sender)
+            self._evaluate(group)
+
+    def _on_vote_request(self, event: VoteRequested) -> None:
+        req = event.request
+        group = self._groups.get(req.primary)
+        if group is None or not self._peers.admits(req.sender):
+            return
+        self._adopt_epoch(group, req.epoch)
+        decision = election.decide_vote(
+            group.durable,
+            req,
+            voter=self.name,
+            in_hold=self.in_hold,
+            primary_alive=self._primary_positively_alive(group),
+        )
+        self._set_durable(group, decision.durable)
+        if decision.newly_granted:
+            self._emit(Publish("+vote-for-leader", f"{req.sender} {req.epoch}"))
+            # Give the candidate we voted for the time to win and act before we try ourselves.
+            backoff = self.settings.election_timeout + self.settings.retry_backoff * election.jitter(
+                self.name, group.name, req.epoch, "penalty"
+            )
+            group.next_attempt_at = max(group.next_attempt_at, self._now + backoff)
+        self._emit(SendVoteReply(req.sender, decision.reply))
+
+    def _on_vote_reply(self, event: VoteReplied) -> None:
+        reply = event.reply
+        group = self._groups.get(reply.primary)
+        if group is None or not self._peers.admits(reply.sender):
+            return
+        self._adopt_epoch(group, reply.current_epoch)
+        fo = group.failover
+        if fo is None or fo.phase is not Phase.ELECTION or reply.epoch != fo.epoch:
+            return
+        if reply.granted:
+            fo.votes.add(reply.sender)
+        self._evaluate(group)
+
+    def _on_promote_done(self, event: PromoteDone) -> None:
+        group = self._groups.get(event.primary)
+        if group is None:
+            return
+        fo = group.failover
+        if fo is None or fo.phase is not Phase.PROMOTE or fo.epoch != event.epoch:
+            return
+        if event.address != fo.target:
+            return
+        if event.role_ok:
+            self._commit_promotion(group)
+        else:
+            self._fire(group, Trigger.UNCERTAIN)
+            self._ask_info(group, group.instance(event.address, self._now))
+        self._evaluate(group)
+
+    def _on_replicaof_done(self, event: ReplicaOfDone) -> None:
+        group = self._groups.get(event.primary)
+        if group is None or event.address not in group.instances:
+            return
+        inst = group.instances[event.address]
+        fo = group.failover
+        if fo is not None and fo.phase is Phase.RECONF and event.epoch == fo.epoch:
+            if event.ok:
+                self._emit(Publish("+slave-reconf-inprog", _describe(group, event.address)))
+                self._ask_info(group, inst)
+            else:
+                # Best effort: count it done; steady state repoints it later.
+                fo.reconf_done.add(event.address)
+        self._evaluate(group)
+
+    def _on_failover_command(self, event: FailoverCommand) -> None:
+        group = self._groups.get(event.primary)
+        if group is None or self.failover_refusal(event.primary) is not None:
+            return
+        self._start_election(group, forced=True)
+        self._evaluate(group)
+
+    # ------------------------------------------------------------------ probing
+
+    def _schedule_probes(self, group: _Group, now: float) -> None:
+        s = group.settings
+        ping_period = s.ping_period
+        for inst in group.instances.values():
+            if inst.detector.probe_due(now, ping_period, s.crash_detect):
+                inst.detector.probe_sent(now)
+                self._emit(Probe(group.name, inst.address, timeout=ping_period))
+            if inst.info_asked_at is not None and now - inst.info_asked_at > 2 * s.info_period:
+                inst.info_asked_at = None  # the answer was lost; ask again below
+            last_info = max(inst.info_at or -1e18, inst.info_failed_at or -1e18)
+            if inst.info_asked_at is None and now - last_info >= s.info_period:
+                self._ask_info(group, inst)
+
+    def _ask_info(self, group: _Group, inst: _Instance) -> None:
+        inst.info_asked_at = self._now
+        self._emit(QueryInfo(group.name, inst.address, timeout=group.settings.info_period))
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _evaluate(self, group: _Group) -> None:
+        """Recompute verdicts for a group and take every step they allow."""
+        now = self._now
+        s = group.settings
+        primary_addr = group.address
+        for inst in group.instances.values():
+            if inst.detector.evaluate(now, s.down_after, s.crash_detect):
+                sign = "+" if inst.detector.down else "-"
+                self._emit(Publish(f"{sign}sdown", _describe(group, inst.address)))
+                self._mark_dirty(group)
+        primary = group.instances[primary_addr]
+        mismatch_limit = s.down_after + 2 * s.info_period
+        mismatch = group.role_mismatch_since is not None and now - group.role_mismatch_since > mismatch_limit
+        primary_down = primary.detector.down or mismatch
+        if primary_down != group.primary_down:
+            group.primary_down = primary_down
+            self._mark_dirty(group)
+        self._evaluate_odown(group, now)
+        if group.failover is not None:
+            self._drive_failover(group)
+        else:
+            self._maybe_start_failover(group)
+            self._enforce_topology(group)
+
+    def _evaluate_odown(self, group: _Group, now: float) -> None:
+        s = group.settings
+        own = 1 if group.primary_down and not self.in_hold else 0
+        votes = own + self._peers.down_opinions(group.name, now, self.settings.opinion_ttl)
+        group.odown_votes = votes
+        odown = own == 1 and votes >= s.quorum
+        if odown and not group.odown:
+            group.odown = True
+            self._emit(Publish("+odown", f"{_describe(group, group.address)} #quorum {votes}/{s.quorum}"))
+            # Stagger candidacies so watchers rarely split the vote: each waits a different,
+            # deterministic fraction of a quarter backoff.
+            delay = (
+                0.25
+                * self.settings.retry_backoff
+                * election.jitter(self.name, group.name, group.durable.current_epoch, "start")
+            )
+            group.next_attempt_at = max(group.next_attempt_at, now + delay)
+        elif not odown and group.odown:
+            group.odown = False
+            self._emit(Publish("-odown", _describe(group, group.address)))
+
+    def _primary_positively_alive(self, group: _Group) -> bool:
+        if group.primary_down:
+            return False
+        return group.instances[group.address].detector.positively_alive()
+
+    # ------------------------------------------------------------------ candidacy and election
+
+    def _candidates_exist(self, group: _Group) -> bool:
+        return any(not inst.detector.down for inst in group.replicas())
+
+    def _peer_leading(self, group: _Group) -> bool:
+        views = self._peers.fresh_views(group.name, self._now, self.settings.opinion_ttl)
+        return any(view.leading_epoch >= group.durable.current_epoch > 0 for _, view in views)
+
+    def _maybe_start_failover(self, group: _Group) -> None:
+        now = self._now
+        if not group.odown or self.in_hold or now < group.next_attempt_at:
+            return
+        last = group.last_failover_at
+        if last is not None and now - last < group.settings.min_failover_interval:
+            return
+        if self._peer_leading(group) or not self._candidates_exist(group):
+            return
+        self._start_election(group, forced=False)
+
+    def _start_election(self, group: _Group, *, forced: bool) -> None:
+        now = self._now
+        epoch = election.next_candidate_epoch(group.durable)
+        self._set_durable(
+            group, replace(group.durable, current_epoch=epoch, voted_epoch=epoch, voted_for=self.name)
+        )
+        fo = Failover(epoch=epoch, forced=forced, started_at=now, phase_since=now)
+        fo.votes.add(self.name)
+        fo.old_primary = group.address
+        group.failover = fo
+        self._emit(Publish("+new-epoch", str(epoch)))
+        self._emit(Publish("+try-failover", _describe(group, group.address)))
+        self._emit(Publish("+vote-for-leader", f"{self.name} {epoch}"))
+        if self.settings.electorate > 1:
+            self._emit(RequestVotes(VoteRequest(self.name, group.name, epoch, forced)))
+        self._mark_dirty(group)
+
+    # ------------------------------------------------------------------ the failover machine
+
+    def _fire(self, group: _Group, trigger: Trigger) -> None:
+        fo = group.failover
+        assert fo is not None
+        row = transition(fo.phase, trigger)
+        if row.event:
+            self._emit(Publish(row.event, _describe(group, group.address)))
+        if row.next is None:
+            group.failover = None
+            if row.aborted:
+                wait = self.settings.retry_backoff * (
+                    0.25 + 0.75 * election.jitter(self.name, group.name, fo.epoch, "retry")
+                )
+                group.next_attempt_at = max(group.next_attempt_at, self._now + wait)
+        else:
+            fo.enter(row.next, self._now)
+        self._mark_dirty(group)
+
+    def _drive_failover(self, group: _Group) -> None:
+        fo = group.failover
+        assert fo is not None
+        now = self._now
+        s = group.settings
+        if fo.phase is Phase.ELECTION:
+            if fo.epoch < group.durable.current_epoch:
+                self._fire(group, Trigger.SUPERSEDED)
+            elif election.has_won(len(fo.votes), majority=self.settings.majority, quorum=s.quorum):
+                self._emit(Publish("+elected-leader", _describe(group, group.address)))
+                self._fire(group, Trigger.WON)
+                self._begin_selection(group)
+            elif now - fo.started_at > self.settings.election_timeout:
+                self._fire(group, Trigger.LOST)
+        elif fo.phase is Phase.SELECT:
+            if fo.epoch < group.durable.current_epoch or self.in_hold:
+                self._fire(group, Trigger.SUPERSEDED)
+            else:
+                self._try_select(group)
+        elif fo.phase is Phase.PROMOTE:
+            # The executor always answers; this deadline only covers a lost answer.
+            if now - fo.phase_since > 2 * self._promote_timeout(group) + 1.0:
+                self._fire(group, Trigger.UNCERTAIN)
+        elif fo.phase is Phase.VERIFY:
+            self._verify_promotion(group)
+        elif fo.phase is Phase.RECONF:
+            self._reconfigure(group)
+
+    def _promote_timeout(self, group: _Group) -> float:
+        return min(group.settings.failover_timeout, max(1.0, 3 * group.settings.ping_period))
+
+    def _begin_selection(self, group: _Group) -> None:
+        fo = group.failover
+        assert fo is not None
+        fo.select_asked_at = self._now
+        for inst in group.replicas():
+            if not inst.detector.down:
+                self._ask_info(group, inst)
+
+    def rank_candidates(self, primary: str) -> list[selection.Verdict]:
+        """Every replica with its verdict, best first, as selection would see it now."""
+        group = self._groups[primary]
+        fo = group.failover
+        fresh_after = fo.select_asked_at if fo is not None and fo.select_asked_at is not None else None
+        return self._rank(group, fresh_after)
+
+    def _rank(self, group: _Group, fresh_after: float | None) -> list[selection.Verdict]:
+        now = self._now
+        s = group.settings
+        candidates = [
+            selection.Candidate(
+                address=inst.address,
+                down=inst.detector.down,
+                reachable=inst.detector.last_outcome_ok,
+                info=inst.info,
+                info_age=None if inst.info_at is None else now - inst.info_at,
+            )
+            for inst in group.replicas()
+        ]
+        # During selection only INFO read after we asked counts; otherwise a few periods.
+        max_info_age = max(0.0, now - fresh_after) if fresh_after is not None else 3 * s.info_period
+        primary_det = group.instances[group.address].detector
+        down_for = now - primary_det.down_since if primary_det.down_since is not None else 0.0
+        return selection.rank(
+            candidates,
+            expected_replid=group.primary_replid,
+            primary_offset=group.primary_offset,
+            max_info_age=max_info_age,
+            max_link_down=down_for + _LINK_DOWN_FACTOR * s.down_after,
+        )
+
+    def _try_select(self, group: _Group) -> None:
+        fo = group.failover
+        assert fo is not None and fo.select_asked_at is not None
+        now = self._now
+        s = group.settings
+        waited = now - fo.select_asked_at
+        pending = [
+            inst
+            for inst in group.replicas()
+            if not inst.detector.down
+            and (inst.info_at is None or inst.info_at < fo.select_asked_at)
+            and (inst.info_failed_at is None or inst.info_failed_at < fo.select_asked_at)
+        ]
+        # Wait for every reachable replica's fresh INFO, at most one ping period.
+        if pending and waited < s.ping_period:
+            return
+        choice = selection.best(self._rank(group, fo.select_asked_at))
+        if choice is None:
+            self._fire(group, Trigger.NO_CANDIDATE)
+            return
+        if s.max_lag_bytes is not None and choice.lag is not None and choice.lag > s.max_lag_bytes:
+            if now - fo.phase_since < s.lag_wait:
+                if waited >= s.ping_period:  # ask again: it may still be catching up
+                    self._begin_selection(group)
+                return
+            self._fire(group, Trigger.NO_CANDIDATE)
+            return
+        fo.target = choice.address
+        self._emit(Publish("+selected-slave", _describe(group, choice.address)))
+        self._fire(group, Trigger.SELECTED)
+        fo.promote_sent_at = now
+        self._emit(Promote(group.name, choice.address, fo.epoch, timeout=self._promote_timeout(group)))
+
+    def _verify_promotion(self, group: _Group) -> None:
+        fo = group.failover
+        assert fo is not None and fo.target is not None
+        inst = group.instance(fo.target, self._now)
+        if inst.info_at is not None and inst.info_at > fo.phase_since and inst.info is not None:
+            if inst.info.role is Role.PRIMARY:
+                self._commit_promotion(group)
+                return
+            if inst.info.role is Role.REPLICA:
+                self._fire(group, Trigger.REFUSED)
+                return
+        if self._now - fo.phase_since > group.settings.failover_timeout:
+            self._fire(group, Trigger.GAVE_UP)
+        elif inst.info_asked_at is None:
+            self._ask_info(group, inst)
+
+    def _commit_promotion(self, group: _Group) -> None:
+        """The point of no return: the new primary is confirmed; make it the topology."""
+        fo = group.failover
+        assert fo is not None and fo.target is not None
+        old = group.address
+        new = fo.target
+        self._emit(Publish("+promoted-slave", _describe(group, new)))
+        self._switch(group, fo.epoch, new, leader=True)
+        self._fire(group, Trigger.PROMOTED)
+        # Repoint every other replica that answers, and the old primary if it answers.
+        fo.to_reconf = [
+            inst.address
+            for inst in group.replicas()
+            if inst.address != new and (inst.address != old or not inst.detector.down)
+        ]
+        self._reconfigure(group)
+
+    def _reconfigure(self, group: _Group) -> None:
+        fo = group.failover
+        assert fo is not None and fo.target is not None
+        now = self._now
+        s = group.settings
+        new = fo.target
+        for addr, sent_at in fo.reconf_sent.items():
+            if addr in fo.reconf_done:
+                continue
+            inst = group.instances[addr]
+            info = inst.info
+            confirmed = (
+                inst.info_at is not None
+                and inst.info_at > sent_at
+                and info is not None
+                and info.role is Role.REPLICA
+                and info.master == new
+            )
+            if confirmed or now - sent_at > _RECONF_ASSUME_DONE or inst.detector.down:
+                fo.reconf_done.add(addr)
+                if confirmed:
+                    self._emit(Publish("+slave-reconf-done", _describe(group, addr)))
+        in_progress = sum(1 for a in fo.reconf_sent if a not in fo.reconf_done)
+        for addr in fo.to_reconf:
+            if in_progress >= s.parallel_syncs:
+                break
+            if addr in fo.reconf_sent:
+                continue
+            if group.instances[addr].detector.down:
+                fo.reconf_done.add(addr)
+                fo.reconf_sent[addr] = now
+                continue
+            fo.reconf_sent[addr] = now
+            in_progress += 1
+            self._emit(Publish("+slave-reconf-sent", _describe(group, addr)))
+            self._emit(ReplicaOf(group.name, addr, new, fo.epoch, timeout=self._promote_timeout(group)))
+        if all(a in fo.reconf_done for a in fo.to_reconf):
+            self._fire(group, Trigger.RECONFIGURED)
+        elif now - fo.phase_since > s.failover_timeout:
+            self._fire(group, Trigger.GAVE_UP)
+
+    # ------------------------------------------------------------------ topology
+
+    def _switch(self, group: _Group, epoch: int, new: Address, *, leader: bool) -> None:
+        old = group.address
+        self._set_durable(group, replace(group.durable, config_epoch=epoch, address=new))
+        self._adopt_epoch(group, epoch)
+        group.instance(new, self._now)
+        group.last_failover_at = self._now
+        group.primary_replid = ""
+        group.primary_offset = None
+        group.role_mismatch_since = None
+        if group.odown:
+            group.odown = False
+        if old != new:
+            msg = f"{group.name} {old.host} {old.port} {new.host} {new.port}"
+            self._emit(Publish("+switch-master", msg))
+        if not leader:
+            # Our own attempt is moot: a newer topology exists.
+            fo = group.failover
+            if fo is not None and fo.phase in (Phase.ELECTION, Phase.SELECT):
+                trig = Trigger.LOST if fo.phase is Phase.ELECTION else Trigger.SUPERSEDED
+                self._fire(group, trig)
+        self._mark_dirty(group)
+
+    def _adopt_config(self, group: _Group, epoch: int, address: Address, *, source: str) -> None:
+        fo = group.failover
+        if fo is not None and fo.phase not in (Phase.ELECTION, Phase.SELECT) and fo.epoch >= epoch:
+            return  # we are committing a newer or equal epoch ourselves
+        self._emit(Publish("+config-update-from", f"sentinel {source} @ {group.name} {epoch}"))
+        self._switch(group, epoch, address, leader=False)
+        if fo is not None and group.failover is fo:
+            # We were past promotion in an older epoch: the newer topology wins.
+            group.failover = None
+
+    def _adopt_epoch(self, group: _Group, epoch: int) -> None:
+        if epoch > group.durable.current_epoch:
+            self._set_durable(group, replace(group.durable, current_epoch=epoch))
+            self._emit(Publish("+new-epoch", str(epoch)))
+
+    def _majority_current(self, group: _Group) -> bool:
+        """A majority of watchers, freshly heard, share our config epoch and none knows newer."""
+        mine = group.durable.config_epoch
+        agree = 1
+        for _, view in self._peers.fresh_views(group.name, self._now, self.settings.opinion_ttl):
+            if view.config_epoch > mine or view.leading_epoch > 0:
+                return False
+            if view.config_epoch == mine:
+                agree += 1
+        return agree >= self.settings.majority
+
+    def _enforce_topology(self, group: _Group) -> None:
+        """Demote a stray primary and repoint a misdirected replica, carefully (see top)."""
+        now = self._now
+        s = group.settings
+        primary = group.instances[group.address]
+        primary_info = primary.info
+        primary_sane = (
+            not group.primary_down
+            and primary_info is not None
+            and primary_info.role is Role.PRIMARY
+            and primary.info_at is not None
+            and now - primary.info_at <= 3 * s.info_period
+        )
+        for inst in group.replicas():
+            info = inst.info
+            fresh = inst.info_at is not None and now - inst.info_at <= 3 * s.info_period
+            wrong = (
+                fresh
+                and info is not None
+                and not inst.detector.down
+                and (
+                    info.role is Role.PRIMARY or (info.role is Role.REPLICA and info.master != group.address)
+                )
+            )
+            if not wrong:
+                inst.contradicting_since = None
+                continue
+            if inst.contradicting_since is None:
+                inst.contradicting_since = now
+            if (
+                now - inst.contradicting_since < s.convert_after
+                or self.in_hold
+                or not primary_sane
+                or (inst.convert_sent_at is not None and now - inst.convert_sent_at < s.convert_after)
+                or not self._majority_current(group)
+            ):
+                continue
+            assert info is not None
+            inst.convert_sent_at = now
+            event = "+convert-to-slave" if info.role is Role.PRIMARY else "+fix-slave-config"
+            self._emit(Publish(event, _describe(group, inst.address)))
+            self._emit(
+                ReplicaOf(
+                    group.name,
+                    inst.address,
+                    group.address,
+                    group.durable.config_epoch,
+                    timeout=self._promote_timeout(group),
+                )
+            )
+
+    # ------------------------------------------------------------------ gossip and durability
+
+    def _gossip_view(self, group: _Group) -> PrimaryGossip:
+        d = group.durable
+        fo = group.failover
+        return PrimaryGossip(
+            name=group.name,
+            says_down=group.primary_down and not self.in_hold,
+            current_epoch=d.current_epoch,
+            config_epoch=d.config_epoch,
+            address=group.address,
+            voted_epoch=d.voted_epoch,
+            voted_for=d.voted_for,
+            leading_epoch=fo.epoch if fo is not None and fo.phase is not Phase.ELECTION else 0,
+        )
+
+    def _mark_dirty(self, group: _Group) -> None:
+        self._dirty_groups.add(group.name)
+
+    def _push_changed_gossip(self) -> None:
+        dirty = self._dirty_groups
+        if not dirty:
+            return
+        changed: list[PrimaryGossip] = []
+        for name in sorted(dirty):
+            group = self._groups[name]
+            view = self._gossip_view(group)
+            if view != group.last_gossip:
+                group.last_gossip = view
+                changed.append(view)
+        dirty.clear()
+        if changed and self.settings.electorate > 1:
+            self._emit(SendGossip(Gossip(self.name, self.in_hold, tuple(changed))))
+
+    def _set_durable(self, group: _Group, durable: PrimaryDurable) -> None:
+        if durable != group.durable:
+            group.durable = durable
+            self._durable_dirty = True
+            self._mark_dirty(group)
+
+    def _emit(self, action: Action) -> None:
+        self._out.append(action)
+
+    # ------------------------------------------------------------------ snapshot
+
+    def _view(self, group: _Group) -> PrimaryView:
+        now = self._now
+        fo = group.failover
+        leader = ""
+        if fo is not None and fo.phase is not Phase.ELECTION:
+            leader = self.name
+        elif group.durable.voted_epoch == group.durable.current_epoch:
+            leader = group.durable.voted_for
+        peers = tuple(
+            PeerView(
+                name=p.name,
+                last_heard=p.last_heard,
+                says_down=bool(v and v[0].says_down and now - v[1] <= self.settings.opinion_ttl),
+                current_epoch=v[0].current_epoch if v else 0,
+                config_epoch=v[0].config_epoch if v else 0,
+                voted_for=v[0].voted_for if v else "",
+                voted_epoch=v[0].voted_epoch if v else 0,
+                in_hold=p.in_hold,
+            )
+            for p in sorted(self._peers.peers.values(), key=lambda p: p.name)
+            for v in (p.views.get(group.name),)
+        )
+        return PrimaryView(
+            name=group.name,
+            address=group.address,
+            config_epoch=group.durable.config_epoch,
+            current_epoch=group.durable.current_epoch,
+            primary=self._instance_view(group.instances[group.address], now),
+            replicas=tuple(self._instance_view(i, now) for i in group.replicas()),
+            peers=peers,
+            sdown=group.primary_down,
+            odown=group.odown,
+            odown_votes=group.odown_votes,
+            quorum=group.settings.quorum,
+            failover_state=fo.phase.value if fo is not None else "none",
+            failover_epoch=fo.epoch if fo is not None else 0,
+            leader=leader,
+            paused_until=None,
+            last_failover_at=group.last_failover_at,
+            settings=group.settings,
+        )
+
+    @staticmethod
+    def _instance_view(inst: _Instance, now: float) -> InstanceView:
+        info = inst.info
+        det = inst.detector
+        return InstanceView(
+            address=inst.address,
+            role=info.role if info is not None else Role.UNKNOWN,
+            run_id=info.run_id if info is not None else "",
+            sdown=det.down,
+            sdown_since=det.down_since,
+            last_ok=det.last_ok,
+            last_probe_sent=det.last_probe_sent,
+            last_error=det.last_error,
+            info_age=None if inst.info_at is None else now - inst.info_at,
+            offset=info.offset if info is not None else 0,
+            priority=info.priority if info is not None else 100,
+            link_up=info.link_up if info is not None else False,
+            link_down_seconds=info.link_down_seconds if info is not None else 0.0,
+            master=info.master if info is not None else None,
+            replid=info.replid if info is not None else "",
+            announced=info.announced if info is not None else True,
+        )
+
+
+def _describe(group: _Group, address: Address) -> str:
+    """Sentinel's `%@` instance description for event messages."""
+    primary = group.address
+    if address == primary:
+        return f"master {group.name} {address.host} {address.port}"
+    return (
+        f"slave {address.host}:{address.port} {address.host} {address.port}"
+        f" @ {group.name} {primary.host} {primary.port}"
+    )

@@ -1,0 +1,121 @@
+"""Subjective down: is one Redis instance down, as seen by this watcher alone?
+
+Rules (all times are the core's own clock, see watcher.py):
+
+* A valid reply is PONG, LOADING or MASTERDOWN: the process is there and answering.
+  Anything else (BUSY, NOAUTH, …) is an answer but not a healthy one: it does not refresh
+  `last_ok`, and it is not hard evidence of death either.
+* Slow path: the instance is down once no valid reply has arrived for `down_after` AND we
+  did ask in that time (so a watcher that simply stopped probing never declares anyone down).
+  Probes go out every `ping_period` (a third of down_after, at most 1 s) and time out after
+  one period, so a single lost reply never reaches down_after.
+* Fast path: a refused or reset connection is hard evidence the process is gone. Once every
+  probe for `crash_detect` seconds has failed hard, the instance is down without waiting for
+  down_after. While failing hard we re-probe every crash_detect/3, so the fast path needs
+  three consecutive hard failures, which rules out a single blip (a killed client
+  connection, a restart of the TCP listener).
+* Any valid reply clears down at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from haredis.core.events import FailureKind
+
+# Replies that prove the instance is up. LOADING: a restarted Redis reading its dataset.
+# MASTERDOWN: a replica whose link is down and replica-serve-stale-data is off.
+_ALIVE_REPLIES = ("PONG", "LOADING", "MASTERDOWN")
+
+
+def is_alive_reply(reply: str) -> bool:
+    return reply.upper().startswith(_ALIVE_REPLIES)
+
+
+@dataclass(slots=True)
+class Detector:
+    """Probe bookkeeping and the down verdict for one instance."""
+
+    watched_since: float  # when we started watching: the baseline before any reply
+    last_ok: float | None = None
+    last_probe_sent: float | None = None
+    in_flight_since: float | None = None
+    hard_fail_since: float | None = None  # first of the current run of hard failures
+    last_outcome_ok: bool = False  # was the most recent probe outcome a valid reply?
+    last_error: str = ""
+    down_since: float | None = None
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    def probe_interval(self, ping_period: float, crash_detect: float) -> float:
+        if self.hard_fail_since is not None and crash_detect > 0:
+            return min(ping_period, crash_detect / 3.0)
+        return ping_period
+
+    def probe_due(self, now: float, ping_period: float, crash_detect: float) -> bool:
+        if self.in_flight_since is not None:
+            # The executor answers every probe; this only guards against a lost answer
+            # (a watcher restart, a bug) wedging the instance forever.
+            if now - self.in_flight_since < 2.0 * ping_period:
+                return False
+            self.in_flight_since = None
+            self.last_outcome_ok = False
+            self.last_error = "no answer"
+
+        if self.last_probe_sent is None:
+            return True
+        return now - self.last_probe_sent >= self.probe_interval(ping_period, crash_detect)
+
+    def probe_sent(self, now: float) -> None:
+        self.last_probe_sent = now
+        self.in_flight_since = now
+
+    def replied(self, now: float, reply: str) -> None:
+        self.in_flight_since = None
+        if is_alive_reply(reply):
+            self.last_ok = now
+            self.last_outcome_ok = True
+            self.hard_fail_since = None
+            self.last_error = ""
+        else:
+            self.last_outcome_ok = False
+            self.last_error = reply
+
+    def failed(self, now: float, kind: FailureKind, detail: str) -> None:
+        self.in_flight_since = None
+        self.last_outcome_ok = False
+        self.last_error = f"{kind.value}: {detail}" if detail else kind.value
+        if kind.is_hard:
+            if self.hard_fail_since is None:
+                self.hard_fail_since = now
+        else:
+            self.hard_fail_since = None
+
+    def evaluate(self, now: float, down_after: float, crash_detect: float) -> bool:
+        """Update and return the down verdict. Returns True when it CHANGED."""
+        was_down = self.down
+        down = self._is_down(now, down_after, crash_detect)
+        if down and not was_down:
+            self.down_since = now
+        elif not down and was_down:
+            self.down_since = None
+        return down != was_down
+
+    def _is_down(self, now: float, down_after: float, crash_detect: float) -> bool:
+        if self.last_outcome_ok:
+            return False
+        if (
+            crash_detect > 0
+            and self.hard_fail_since is not None
+            and now - self.hard_fail_since >= crash_detect
+        ):
+            return True
+        baseline = self.last_ok if self.last_ok is not None else self.watched_since
+        asked_since = self.last_probe_sent is not None and self.last_probe_sent >= baseline
+        return asked_since and now - baseline > down_after
+
+    def positively_alive(self) -> bool:
+        """The last thing we heard was a valid reply: we would not vote this instance down."""
+        return self.last_outcome_ok and not self.down

@@ -1,0 +1,103 @@
+"""Which replica to promote: exclusions, then a ranking. Pure functions over plain records.
+
+Excluded (each with the reason an operator sees in `haredis failover --dry-run`):
+  down            the replica itself is subjectively down
+  unreachable     the last probe did not get a valid reply
+  no INFO         we never read its INFO, so we know nothing of its data
+  stale INFO      its INFO is older than `max_info_age` (selection re-reads INFO first)
+  not a replica   it reports role master (e.g. promoted by an earlier aborted attempt)
+  priority 0      replica-priority 0 means "never promote me"
+  link down       its link to the primary has been down longer than `max_link_down`
+  other history   its replication id is not the primary's: its offsets mean nothing here
+Ranked: lower priority first, then higher replication offset, then smaller run id (an
+unknown run id last), which is Sentinel's order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from haredis.core.model import Address, InstanceInfo, Role
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    address: Address
+    down: bool
+    reachable: bool
+    info: InstanceInfo | None
+    info_age: float | None  # seconds since that INFO was read
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    address: Address
+    eligible: bool
+    reason: str  # why excluded, or "eligible"
+    priority: int
+    offset: int
+    lag: int | None  # bytes behind the primary's last known offset, None if unknown
+    run_id: str
+
+
+def _exclusion(c: Candidate, expected_replid: str, max_info_age: float, max_link_down: float) -> str | None:
+    if c.down:
+        return "down"
+    if not c.reachable:
+        return "unreachable"
+    if c.info is None or c.info_age is None:
+        return "no INFO"
+    if c.info_age > max_info_age:
+        return f"stale INFO ({c.info_age:.1f}s old)"
+    info = c.info
+    if info.role is not Role.REPLICA:
+        return f"not a replica (role {info.role.value})"
+    if info.priority == 0:
+        return "priority 0"
+    if not info.link_up and info.link_down_seconds > max_link_down:
+        return f"link down {info.link_down_seconds:.0f}s"
+    if expected_replid and expected_replid not in (info.replid, info.replid2):
+        return f"other history (replid {info.replid[:8] or '?'})"
+    return None
+
+
+def rank(
+    candidates: list[Candidate],
+    *,
+    expected_replid: str,
+    primary_offset: int | None,
+    max_info_age: float,
+    max_link_down: float,
+) -> list[Verdict]:
+    """Every candidate with its verdict: the eligible ones first, best first."""
+    verdicts: list[Verdict] = []
+    for c in candidates:
+        reason = _exclusion(c, expected_replid, max_info_age, max_link_down)
+        info = c.info
+        offset = info.offset if info is not None else 0
+        lag = None
+        if info is not None and primary_offset is not None:
+            lag = max(0, primary_offset - offset)
+        verdicts.append(
+            Verdict(
+                address=c.address,
+                eligible=reason is None,
+                reason=reason or "eligible",
+                priority=info.priority if info is not None else 0,
+                offset=offset,
+                lag=lag,
+                run_id=info.run_id if info is not None else "",
+            )
+        )
+    verdicts.sort(key=_sort_key)
+    return verdicts
+
+
+def _sort_key(v: Verdict) -> tuple[bool, int, int, bool, str, Address]:
+    # Eligible first; then priority ascending, offset descending, run id ascending with an
+    # unknown run id last; the address only makes the order total (deterministic).
+    return (not v.eligible, v.priority, -v.offset, v.run_id == "", v.run_id, v.address)
+
+
+def best(verdicts: list[Verdict]) -> Verdict | None:
+    return verdicts[0] if verdicts and verdicts[0].eligible else None
