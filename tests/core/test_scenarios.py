@@ -1,0 +1,122 @@
+"""Whole-watcher scenarios in the friendly world (tests/core/world.py)."""
+
+from __future__ import annotations
+
+from haredis.core.model import Role
+
+from .world import P, R1, R2, make_world
+
+
+def test_healthy_cluster_never_fails_over() -> None:
+    world = make_world()
+    world.run(10.0)
+    assert world.promotions == []
+    assert world.events("+sdown") == []
+    assert world.primaries() == [P]
+
+
+def test_crash_promotes_the_freshest_replica_and_repoints_the_other() -> None:
+    world = make_world(offsets=(90, 100))  # R2 is fresher
+    world.run(3.0)
+    world.kill(P)
+    world.run(3.0)
+    assert [p[2] for p in world.promotions] == [R2]
+    assert world.nodes[R1].master == R2 and world.nodes[R1].role is Role.REPLICA
+    for w in world.watchers.values():
+        view = w.snapshot().primary("mymaster")
+        assert view is not None and view.address == R2 and view.config_epoch >= 1
+    # Every watcher published the switch, not only the leader.
+    switched = {p[1] for p in world.events("+switch-master")}
+    assert switched == {"w1", "w2", "w3"}
+    assert world.events("+switch-master")[0][3] == f"mymaster {P.host} {P.port} {R2.host} {R2.port}"
+
+
+def test_crash_is_detected_by_the_fast_path_well_before_down_after() -> None:
+    world = make_world(down_after=5.0)
+    world.run(3.0)
+    killed_at = world.now
+    world.kill(P)
+    world.run(3.0)
+    assert len(world.promotions) == 1
+    # With down_after = 5 s the promotion came from refused connections, not the timeout.
+    assert world.promotions[0][0] - killed_at < 5.0
+
+
+def test_a_hang_is_detected_only_after_down_after() -> None:
+    world = make_world(down_after=2.0)
+    world.run(3.0)
+    paused_at = world.now
+    world.nodes[P].paused = True
+    world.run(1.5)
+    assert world.promotions == []
+    world.run(3.0)
+    # Down counts from the last good reply, which came at most one ping period (2/3 s)
+    # before the pause.
+    assert len(world.promotions) == 1 and world.promotions[0][0] - paused_at >= 2.0 - 2.0 / 3
+
+
+def test_short_pause_causes_no_failover() -> None:
+    world = make_world(down_after=2.0)
+    world.run(3.0)
+    world.nodes[P].paused = True
+    world.run(1.2)
+    world.nodes[P].paused = False
+    world.run(5.0)
+    assert world.promotions == []
+    assert world.primaries() == [P]
+
+
+def test_priority_zero_replica_is_never_promoted() -> None:
+    world = make_world(offsets=(100, 50), priorities=(0, 100))
+    world.run(3.0)
+    world.kill(P)
+    world.run(3.0)
+    assert [p[2] for p in world.promotions] == [R2]
+
+
+def test_one_of_three_watchers_down_still_fails_over() -> None:
+    world = make_world()
+    world.stop_watcher("w3")
+    world.run(3.0)
+    world.kill(P)
+    world.run(4.0)
+    assert len(world.promotions) == 1
+
+
+def test_two_of_three_watchers_down_never_fails_over() -> None:
+    world = make_world(quorum=1)
+    world.stop_watcher("w2")
+    world.stop_watcher("w3")
+    world.run(3.0)
+    world.kill(P)
+    world.run(10.0)
+    assert world.promotions == []
+    # It tried (quorum 1 reached) but could not win a majority.
+    assert world.events("-failover-abort-not-elected")
+
+
+def test_returning_old_primary_is_demoted_to_replica_of_the_new_one() -> None:
+    world = make_world()
+    world.run(3.0)
+    world.kill(P)
+    world.run(3.0)
+    new = world.promotions[0][2]
+    world.nodes[P].alive = True  # back, still believing it is the primary
+    world.run(6.0)
+    assert world.nodes[P].role is Role.REPLICA and world.nodes[P].master == new
+    assert world.events("+convert-to-slave")
+    assert world.primaries() == [new]
+
+
+def test_restarted_watcher_keeps_its_vote_and_epochs() -> None:
+    world = make_world()
+    world.run(3.0)
+    world.kill(P)
+    world.run(3.0)
+    before = world.disks["w2"].get("mymaster")
+    world.stop_watcher("w2")
+    world.restart_watcher("w2")
+    after = world.watchers["w2"].durable.get("mymaster")
+    assert after == before and after.voted_epoch >= 1 and after.config_epoch >= 1
+    world.run(3.0)
+    assert len(world.promotions) == 1

@@ -1,0 +1,218 @@
+"""A tiny, instant world for scenario tests of the core: perfect network, fake Redis nodes.
+
+The deterministic simulator (tests/sim) is the hostile world; this one is the friendly one,
+small enough to read in a test failure. Every action is answered in the same step except
+probes and INFO to a paused node, which time out after their timeout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+from dataclasses import dataclass, field
+
+from haredis.core.actions import (
+    Action,
+    PersistState,
+    Probe,
+    Promote,
+    Publish,
+    QueryInfo,
+    ReplicaOf,
+    RequestVotes,
+    SendGossip,
+    SendVoteReply,
+)
+from haredis.core.events import (
+    Event,
+    FailureKind,
+    GossipReceived,
+    InfoFailed,
+    InfoReply,
+    ProbeFailed,
+    ProbeReply,
+    PromoteDone,
+    ReplicaOfDone,
+    Tick,
+    VoteReplied,
+    VoteRequested,
+)
+from haredis.core.model import (
+    Address,
+    DurableState,
+    InstanceInfo,
+    PrimarySettings,
+    ReplicaLink,
+    Role,
+    WatcherSettings,
+)
+from haredis.core.watcher import Watcher
+
+
+@dataclass
+class Node:
+    address: Address
+    role: Role
+    master: Address | None = None
+    offset: int = 0
+    replid: str = "history-1"
+    priority: int = 100
+    alive: bool = True
+    paused: bool = False
+
+
+@dataclass
+class World:
+    nodes: dict[Address, Node]
+    settings: list[WatcherSettings]
+    now: float = 0.0
+    watchers: dict[str, Watcher] = field(default_factory=dict)
+    disks: dict[str, DurableState] = field(default_factory=dict)
+    down_watchers: set[str] = field(default_factory=set)
+    published: list[tuple[float, str, str, str]] = field(default_factory=list)
+    promotions: list[tuple[float, str, Address, int]] = field(default_factory=list)
+    _queue: list[tuple[float, int, str, Event]] = field(default_factory=list)
+    _seq: itertools.count[int] = field(default_factory=itertools.count)
+
+    def __post_init__(self) -> None:
+        for ws in self.settings:
+            self.disks[ws.name] = DurableState()
+            self.watchers[ws.name] = Watcher(ws, DurableState(), self.now)
+
+    # -- faults
+    def kill(self, address: Address) -> None:
+        self.nodes[address].alive = False
+
+    def stop_watcher(self, name: str) -> None:
+        self.down_watchers.add(name)
+
+    def restart_watcher(self, name: str) -> None:
+        self.down_watchers.discard(name)
+        ws = next(s for s in self.settings if s.name == name)
+        self.watchers[name] = Watcher(ws, self.disks[name], self.now)
+
+    # -- running
+    def run(self, seconds: float, tick: float = 0.05) -> None:
+        end = self.now + seconds
+        next_tick = self.now
+        while self.now < end:
+            while self._queue and self._queue[0][0] <= next_tick:
+                at, _, name, event = heapq.heappop(self._queue)
+                self.now = max(self.now, at)
+                self._deliver(name, event)
+            self.now = next_tick
+            for name in sorted(self.watchers):
+                self._deliver(name, Tick(now=self.now))
+            next_tick = round(next_tick + tick, 9)
+
+    def _later(self, delay: float, name: str, event: Event) -> None:
+        heapq.heappush(self._queue, (self.now + delay, next(self._seq), name, event))
+
+    def _deliver(self, name: str, event: Event) -> None:
+        if name in self.down_watchers:
+            return
+        event = dataclasses.replace(event, now=self.now)  # stamped on arrival, as the runtime does
+        for action in self.watchers[name].handle(event):
+            self._execute(name, action)
+
+    def _execute(self, name: str, action: Action) -> None:
+        now = self.now
+        match action:
+            case PersistState(state):
+                self.disks[name] = state
+            case Probe(primary, address, timeout):
+                node = self.nodes.get(address)
+                if node is None or not node.alive:
+                    self._later(0.001, name, ProbeFailed(now=now, primary=primary, address=address,
+                                                          kind=FailureKind.REFUSED))
+                elif node.paused:
+                    self._later(timeout, name, ProbeFailed(now=now + timeout, primary=primary,
+                                                            address=address, kind=FailureKind.TIMEOUT))
+                else:
+                    self._later(0.001, name, ProbeReply(now=now, primary=primary, address=address,
+                                                         reply="PONG"))
+            case QueryInfo(primary, address, timeout):
+                node = self.nodes.get(address)
+                if node is None or not node.alive or node.paused:
+                    self._later(0.001 if node is None or not node.alive else timeout, name,
+                                InfoFailed(now=now, primary=primary, address=address))
+                else:
+                    self._later(0.001, name, InfoReply(now=now, primary=primary, address=address,
+                                                        info=self.info(node)))
+            case SendGossip(gossip, to):
+                for other in self.watchers:
+                    if other != name and (to is None or to == other):
+                        self._later(0.001, other, GossipReceived(now=now, gossip=gossip))
+            case RequestVotes(request):
+                for other in self.watchers:
+                    if other != name:
+                        self._later(0.001, other, VoteRequested(now=now, request=request))
+            case SendVoteReply(to, reply):
+                self._later(0.001, to, VoteReplied(now=now, reply=reply))
+            case Promote(primary, address, epoch, _):
+                node = self.nodes[address]
+                ok = node.alive and not node.paused
+                if ok:
+                    node.role, node.master = Role.PRIMARY, None
+                    node.replid = f"history-{address.port}-{epoch}"
+                    self.promotions.append((now, name, address, epoch))
+                self._later(0.001, name, PromoteDone(now=now, primary=primary, address=address,
+                                                      epoch=epoch, role_ok=ok))
+            case ReplicaOf(primary, address, target, epoch, _):
+                node = self.nodes[address]
+                ok = node.alive and not node.paused
+                if ok:
+                    node.role, node.master = Role.REPLICA, target
+                    node.replid = self.nodes[target].replid
+                self._later(0.001, name, ReplicaOfDone(now=now, primary=primary, address=address,
+                                                        target=target, epoch=epoch, ok=ok))
+            case Publish(channel, message):
+                self.published.append((now, name, channel, message))
+
+    def info(self, node: Node) -> InstanceInfo:
+        if node.role is Role.PRIMARY:
+            links = tuple(
+                ReplicaLink(n.address, n.offset, True)
+                for n in self.nodes.values()
+                if n.role is Role.REPLICA and n.master == node.address and n.alive
+            )
+            return InstanceInfo(role=Role.PRIMARY, run_id=f"run{node.address.port}", replid=node.replid,
+                                offset=node.offset, replicas=links)
+        master = self.nodes.get(node.master) if node.master else None
+        return InstanceInfo(role=Role.REPLICA, run_id=f"run{node.address.port}", replid=node.replid,
+                            offset=node.offset, master=node.master,
+                            link_up=bool(master and master.alive and not master.paused),
+                            priority=node.priority)
+
+    # -- observations
+    def events(self, channel: str) -> list[tuple[float, str, str, str]]:
+        return [p for p in self.published if p[2] == channel]
+
+    def primaries(self) -> list[Address]:
+        return [a for a, n in self.nodes.items() if n.alive and n.role is Role.PRIMARY]
+
+
+P = Address("10.0.0.1", 6379)
+R1 = Address("10.0.0.2", 6379)
+R2 = Address("10.0.0.3", 6379)
+
+
+def make_world(
+    *,
+    watchers: int = 3,
+    quorum: int = 2,
+    down_after: float = 1.0,
+    offsets: tuple[int, int] = (100, 90),
+    priorities: tuple[int, int] = (100, 100),
+) -> World:
+    nodes = {
+        P: Node(P, Role.PRIMARY, offset=100),
+        R1: Node(R1, Role.REPLICA, master=P, offset=offsets[0], priority=priorities[0]),
+        R2: Node(R2, Role.REPLICA, master=P, offset=offsets[1], priority=priorities[1]),
+    }
+    ps = PrimarySettings(name="mymaster", address=P, quorum=quorum, down_after=down_after,
+                         min_failover_interval=5.0)
+    names = [f"w{i + 1}" for i in range(watchers)]
+    settings = [WatcherSettings(name=n, electorate=watchers, primaries=(ps,)) for n in names]
+    return World(nodes=nodes, settings=settings)
