@@ -1,0 +1,343 @@
+"""The asyncio driver around the pure core: it stamps events with the loop's monotonic clock,
+feeds them to the Watcher one at a time, and carries out the actions that come back.
+
+Rules it keeps:
+* One event at a time. `feed` is synchronous and never awaits, so the core is never
+  re-entered; everything slow (Redis commands) runs in tasks that feed their result back.
+* Actions run in order, and PersistState is a barrier: it is written (fsync + rename)
+  synchronously before the next action of the batch runs. If the write fails, the rest of
+  the batch is dropped and the runtime stops: a watcher that cannot remember its votes must
+  not hand any out.
+* A task per Redis command, one connection per instance and purpose (probe, info, command),
+  so one slow or dead instance never delays another, and a slow INFO never delays a PING.
+* The loop survives: an unexpected exception in a cycle or an action is logged and the loop
+  goes on; CancelledError always propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from haredis.core.actions import (
+    Action,
+    PersistState,
+    Probe,
+    Promote,
+    Publish,
+    QueryInfo,
+    ReplicaOf,
+    RequestVotes,
+    SendGossip,
+    SendVoteReply,
+)
+from haredis.core.events import (
+    Event,
+    FailureKind,
+    InfoFailed,
+    InfoReply,
+    ProbeFailed,
+    ProbeReply,
+    PromoteDone,
+    ReplicaOfDone,
+    Tick,
+)
+from haredis.core.messages import PeerMessage
+from haredis.core.model import Address, DurableState, InstanceInfo, Snapshot
+from haredis.core.watcher import Watcher
+
+log = logging.getLogger("haredis.runtime")
+
+
+class RedisPort(Protocol):
+    """What the runtime needs from one connection to one Redis instance (redis_link.RedisLink)."""
+
+    async def ping(self, timeout: float) -> str: ...
+    async def info(self, timeout: float) -> InstanceInfo: ...
+    async def promote(self, timeout: float) -> bool: ...
+    async def replicaof(self, target: Address, timeout: float) -> None: ...
+    async def close(self) -> None: ...
+
+
+class PeerPort(Protocol):
+    """What the runtime needs from the peer mesh (peers.PeerMesh)."""
+
+    def broadcast(self, message: PeerMessage) -> None: ...
+    def send_to(self, name: str, message: PeerMessage) -> None: ...
+
+
+LinkFactory = Callable[[str, Address, str], RedisPort]  # (primary, address, purpose) -> link
+
+
+class PersistFailed(Exception):
+    """The durable state could not be written; the watcher must stop."""
+
+
+def classify(exc: BaseException) -> tuple[FailureKind, str]:
+    """Map an exception from a link to a failure kind (links raise LinkError already)."""
+    kind = getattr(exc, "kind", None)
+    if isinstance(kind, FailureKind):
+        return kind, str(getattr(exc, "detail", "") or exc)
+    if isinstance(exc, ConnectionRefusedError):
+        return FailureKind.REFUSED, str(exc)
+    if isinstance(exc, ConnectionResetError | BrokenPipeError | EOFError):
+        return FailureKind.RESET, str(exc)
+    if isinstance(exc, TimeoutError):
+        return FailureKind.TIMEOUT, "timeout"
+    return FailureKind.ERROR, f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class Stats:
+    events: int = 0
+    actions: int = 0
+    action_errors: int = 0
+    cycle_errors: int = 0
+    cycles: int = 0
+    last_cycle_wall: float = 0.0
+    last_cycle_mono: float = 0.0
+
+
+class Runtime:
+    def __init__(
+        self,
+        watcher: Watcher,
+        *,
+        links: LinkFactory,
+        peers: PeerPort,
+        persist: Callable[[DurableState], None],
+        publish: Callable[[str, str], None],
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.watcher = watcher
+        self._link_factory = links
+        self._links: dict[tuple[str, Address, str], RedisPort] = {}
+        self._peers = peers
+        self._persist = persist
+        self._publish = publish
+        self._clock = clock or time.monotonic
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._snapshot: Snapshot = watcher.snapshot()
+        self.stats = Stats()
+        self.fatal: BaseException | None = None
+        self.stopped = asyncio.Event()
+
+    # ------------------------------------------------------------------ feeding the core
+
+    def now(self) -> float:
+        return self._clock()
+
+    def feed(self, event: Event) -> None:
+        """Hand one event to the core and execute its actions in order."""
+        if self.fatal is not None:
+            return
+        self.stats.events += 1
+        try:
+            actions = self.watcher.handle(event)
+        except Exception:
+            # A bug in the core must not kill the watcher; the next event starts clean.
+            self.stats.cycle_errors += 1
+            log.exception("core failed on an event", extra={"event": type(event).__name__})
+            return
+        for action in actions:
+            try:
+                self._execute(action)
+            except PersistFailed as exc:
+                self.fatal = exc
+                log.critical("cannot persist state, stopping", extra={"error": str(exc.__cause__)})
+                self.stopped.set()
+                return
+            except Exception:
+                self.stats.action_errors += 1
+                log.exception("action failed", extra={"action": type(action).__name__})
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The snapshot of the last completed cycle: what every renderer shows."""
+        return self._snapshot
+
+    def refresh_snapshot(self) -> Snapshot:
+        self._snapshot = self.watcher.snapshot()
+        return self._snapshot
+
+    # ------------------------------------------------------------------ executing actions
+
+    def _execute(self, action: Action) -> None:
+        self.stats.actions += 1
+        match action:
+            case PersistState(state):
+                try:
+                    self._persist(state)
+                except Exception as exc:
+                    raise PersistFailed(str(exc)) from exc
+            case Probe():
+                self._spawn(self._probe(action))
+            case QueryInfo():
+                self._spawn(self._query_info(action))
+            case Promote():
+                self._spawn(self._promote(action))
+            case ReplicaOf():
+                self._spawn(self._replicaof(action))
+            case SendGossip(gossip, to):
+                if to is None:
+                    self._peers.broadcast(gossip)
+                else:
+                    self._peers.send_to(to, gossip)
+            case RequestVotes(request):
+                self._peers.broadcast(request)
+            case SendVoteReply(to, reply):
+                self._peers.send_to(to, reply)
+            case Publish(channel, message):
+                self._publish(channel, message)
+
+    def link(self, primary: str, address: Address, purpose: str) -> RedisPort:
+        key = (primary, address, purpose)
+        link = self._links.get(key)
+        if link is None:
+            link = self._links[key] = self._link_factory(primary, address, purpose)
+        return link
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _probe(self, a: Probe) -> None:
+        try:
+            reply = await self.link(a.primary, a.address, "probe").ping(a.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            kind, detail = classify(exc)
+            self.feed(
+                ProbeFailed(now=self.now(), primary=a.primary, address=a.address, kind=kind, detail=detail)
+            )
+        else:
+            self.feed(ProbeReply(now=self.now(), primary=a.primary, address=a.address, reply=reply))
+
+    async def _query_info(self, a: QueryInfo) -> None:
+        try:
+            info = await self.link(a.primary, a.address, "info").info(a.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            _, detail = classify(exc)
+            self.feed(InfoFailed(now=self.now(), primary=a.primary, address=a.address, detail=detail))
+        else:
+            self.feed(InfoReply(now=self.now(), primary=a.primary, address=a.address, info=info))
+
+    async def _promote(self, a: Promote) -> None:
+        detail = ""
+        try:
+            ok = await self.link(a.primary, a.address, "command").promote(a.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            ok = False
+            detail = classify(exc)[1]
+        log.info(
+            "promote",
+            extra={
+                "primary": a.primary,
+                "target": str(a.address),
+                "epoch": a.epoch,
+                "ok": ok,
+                "detail": detail,
+            },
+        )
+        self.feed(
+            PromoteDone(
+                now=self.now(), primary=a.primary, address=a.address, epoch=a.epoch, role_ok=ok, detail=detail
+            )
+        )
+
+    async def _replicaof(self, a: ReplicaOf) -> None:
+        detail = ""
+        ok = True
+        try:
+            await self.link(a.primary, a.address, "command").replicaof(a.target, a.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            ok = False
+            detail = classify(exc)[1]
+        log.info(
+            "replicaof",
+            extra={
+                "primary": a.primary,
+                "instance": str(a.address),
+                "target": str(a.target),
+                "epoch": a.epoch,
+                "ok": ok,
+                "detail": detail,
+            },
+        )
+        self.feed(
+            ReplicaOfDone(
+                now=self.now(),
+                primary=a.primary,
+                address=a.address,
+                target=a.target,
+                epoch=a.epoch,
+                ok=ok,
+                detail=detail,
+            )
+        )
+
+    # ------------------------------------------------------------------ the cycle
+
+    def cycle(self) -> str:
+        """One decision cycle: a Tick, a fresh snapshot, and the cycle's status string."""
+        self.feed(Tick(now=self.now()))
+        snapshot = self.refresh_snapshot()
+        self.stats.cycles += 1
+        self.stats.last_cycle_wall = time.time()
+        self.stats.last_cycle_mono = self.now()
+        return status_line(snapshot)
+
+    def first_cycle_complete(self) -> bool:
+        """Every primary has been probed at least once (answered or failed)."""
+        return all(
+            view.primary.last_ok is not None or view.primary.last_error != ""
+            for view in self._snapshot.primaries
+        )
+
+    async def close(self, grace: float) -> None:
+        """Let in-flight Redis commands finish for `grace` seconds, then cancel; close links."""
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        for link in list(self._links.values()):
+            with contextlib.suppress(Exception):
+                await link.close()
+        self._links.clear()
+
+
+def status_line(snapshot: Snapshot) -> str:
+    """The one human line for this cycle (logs, systemd STATUS=, `haredis status`)."""
+    parts: list[str] = []
+    if snapshot.in_hold:
+        parts.append("HOLD (clock or loop stall): observing only")
+    for view in snapshot.primaries:
+        if view.failover_state != "none":
+            state = f"failing over (epoch {view.failover_epoch}, {view.failover_state})"
+        elif view.odown:
+            state = "ODOWN"
+        elif view.sdown:
+            state = "sdown"
+        else:
+            state = "ok"
+        ok_replicas = sum(1 for r in view.replicas if not r.sdown)
+        parts.append(
+            f"{view.name} {state} primary={view.address} epoch={view.config_epoch} "
+            f"replicas={ok_replicas}/{len(view.replicas)}"
+        )
+    return "; ".join(parts) if parts else "no primaries"
