@@ -236,7 +236,7 @@ class RedisLink:
     ``ssl``: connect with TLS using this context (hostname checks follow the context).
     ``connect_timeout``: upper bound for the TCP (and TLS) connect; every call's own
     ``timeout`` bounds the whole call. ``client_name``: set with CLIENT SETNAME after each
-    connect (a refusal, e.g. an ACL without ``client|setname``, is ignored).
+    connect (a refusal, e.g. an ACL without ``client|setname``, is ignored; "" skips it).
     ``renamed``: commands renamed with ``rename-command`` (``{"CONFIG": "xyz-config"}``);
     an empty new name means the command is disabled, and calls needing it fail with ERROR.
     """
