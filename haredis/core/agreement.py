@@ -53,6 +53,17 @@ class PeerTable:
     def admits(self, name: str) -> bool:
         return name != self._own and (name in self.peers or len(self.peers) < self._capacity)
 
+    def register(self, name: str, now: float) -> bool:
+        """Admit a peer that speaks before it gossips (a vote request or reply). False if refused."""
+        if not self.admits(name):
+            return False
+        peer = self.peers.get(name)
+        if peer is None:
+            self.peers[name] = PeerState(name, now)
+        else:
+            peer.last_heard = now
+        return True
+
     def fresh_views(self, primary: str, now: float, ttl: float) -> list[tuple[str, PrimaryGossip]]:
         out: list[tuple[str, PrimaryGossip]] = []
         for peer in self.peers.values():

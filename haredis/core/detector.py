@@ -9,11 +9,11 @@ Rules (all times are the core's own clock, see watcher.py):
   did ask in that time (so a watcher that simply stopped probing never declares anyone down).
   Probes go out every `ping_period` (a third of down_after, at most 1 s) and time out after
   one period, so a single lost reply never reaches down_after.
-* Fast path: a refused or reset connection is hard evidence the process is gone. Once every
-  probe for `crash_detect` seconds has failed hard, the instance is down without waiting for
-  down_after. While failing hard we re-probe every crash_detect/3, so the fast path needs
-  three consecutive hard failures, which rules out a single blip (a killed client
-  connection, a restart of the TCP listener).
+* Fast path: a refused or reset connection is hard evidence the process is gone. Once at
+  least two consecutive probes have failed hard and the run has lasted `crash_detect`, the
+  instance is down without waiting for down_after. While failing hard we re-probe every
+  crash_detect/3. Any answer (even BUSY) or a timeout ends the run: a single blip (a killed
+  client connection, a listener restart) followed by an unanswered re-probe is not a crash.
 * Any valid reply clears down at once.
 """
 
@@ -26,6 +26,7 @@ from haredis.core.events import FailureKind
 # Replies that prove the instance is up. LOADING: a restarted Redis reading its dataset.
 # MASTERDOWN: a replica whose link is down and replica-serve-stale-data is off.
 _ALIVE_REPLIES = ("PONG", "LOADING", "MASTERDOWN")
+_HARD_FAILURES_FOR_CRASH = 2
 
 
 def is_alive_reply(reply: str) -> bool:
@@ -41,6 +42,7 @@ class Detector:
     last_probe_sent: float | None = None
     in_flight_since: float | None = None
     hard_fail_since: float | None = None  # first of the current run of hard failures
+    hard_fail_count: int = 0  # length of that run
     last_outcome_ok: bool = False  # was the most recent probe outcome a valid reply?
     last_error: str = ""
     down_since: float | None = None
@@ -77,11 +79,13 @@ class Detector:
         if is_alive_reply(reply):
             self.last_ok = now
             self.last_outcome_ok = True
-            self.hard_fail_since = None
             self.last_error = ""
         else:
             self.last_outcome_ok = False
             self.last_error = reply
+        # Any answer proves a process is there: it ends a run of hard failures.
+        self.hard_fail_since = None
+        self.hard_fail_count = 0
 
     def failed(self, now: float, kind: FailureKind, detail: str) -> None:
         self.in_flight_since = None
@@ -90,8 +94,10 @@ class Detector:
         if kind.is_hard:
             if self.hard_fail_since is None:
                 self.hard_fail_since = now
+            self.hard_fail_count += 1
         else:
             self.hard_fail_since = None
+            self.hard_fail_count = 0
 
     def evaluate(self, now: float, down_after: float, crash_detect: float) -> bool:
         """Update and return the down verdict. Returns True when it CHANGED."""
@@ -109,6 +115,7 @@ class Detector:
         if (
             crash_detect > 0
             and self.hard_fail_since is not None
+            and self.hard_fail_count >= _HARD_FAILURES_FOR_CRASH
             and now - self.hard_fail_since >= crash_detect
         ):
             return True

@@ -101,3 +101,14 @@ def _sort_key(v: Verdict) -> tuple[bool, int, int, bool, str, Address]:
 
 def best(verdicts: list[Verdict]) -> Verdict | None:
     return verdicts[0] if verdicts and verdicts[0].eligible else None
+
+
+def within_lag(verdicts: list[Verdict], max_lag_bytes: int | None) -> list[Verdict]:
+    """The verdicts, in order, with eligible replicas lagging more than the gate removed.
+
+    The gate is a filter, not a veto on the top-ranked replica: a preferred (lower priority)
+    replica that lags must not block a fresh one. A lag we cannot compute (the primary's
+    offset is unknown) passes the gate: we only refuse what we know to be behind."""
+    if max_lag_bytes is None:
+        return verdicts
+    return [v for v in verdicts if not v.eligible or v.lag is None or v.lag <= max_lag_bytes]

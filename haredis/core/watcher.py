@@ -211,6 +211,37 @@ class Watcher:
             out.insert(0, PersistState(self.durable))
         return out
 
+    def reconfigure(self, settings: WatcherSettings) -> list[Action]:
+        """Apply a reloaded configuration between events (SIGHUP).
+
+        Timing, quorum and the other per-primary settings change in place; a new primary
+        starts being watched; a removed one is forgotten. The watcher's name and the size of
+        the electorate cannot change at runtime (votes and majorities depend on them), so a
+        reload that changes them is refused with ValueError and the old settings stay."""
+        if settings.name != self.settings.name or settings.electorate != self.settings.electorate:
+            raise ValueError("the watcher name and the number of watchers need a restart")
+        self._out = []
+        now = self._now
+        groups: dict[str, _Group] = {}
+        for ps in settings.primaries:
+            group = self._groups.get(ps.name)
+            if group is None:
+                group = _Group(ps, PrimaryDurable(), now)
+                self._emit(Publish("+monitor", f"{_describe(group, group.address)} quorum {ps.quorum}"))
+            else:
+                group.settings = ps
+            groups[ps.name] = group
+        for name, group in self._groups.items():
+            if name not in groups:
+                self._emit(Publish("-monitor", _describe(group, group.address)))
+        self._groups = groups
+        self.settings = settings
+        self._durable_dirty = True
+        out = self._out
+        self._out = []
+        out.insert(0, PersistState(self.durable))
+        return out
+
     def failover_refusal(self, primary: str) -> str | None:
         """Why an operator's failover of `primary` cannot start now, or None if it can.
 
@@ -343,7 +374,7 @@ class Watcher:
     def _on_vote_request(self, event: VoteRequested) -> None:
         req = event.request
         group = self._groups.get(req.primary)
-        if group is None or not self._peers.admits(req.sender):
+        if group is None or not self._peers.register(req.sender, self._now):
             return
         self._adopt_epoch(group, req.epoch)
         decision = election.decide_vote(
@@ -366,7 +397,7 @@ class Watcher:
     def _on_vote_reply(self, event: VoteReplied) -> None:
         reply = event.reply
         group = self._groups.get(reply.primary)
-        if group is None or not self._peers.admits(reply.sender):
+        if group is None or not self._peers.register(reply.sender, self._now):
             return
         self._adopt_epoch(group, reply.current_epoch)
         fo = group.failover
@@ -628,13 +659,16 @@ class Watcher:
         # Wait for every reachable replica's fresh INFO, at most one ping period.
         if pending and waited < s.ping_period:
             return
-        choice = selection.best(self._rank(group, fo.select_asked_at))
-        if choice is None:
+        verdicts = self._rank(group, fo.select_asked_at)
+        if selection.best(verdicts) is None:
             self._fire(group, Trigger.NO_CANDIDATE)
             return
-        if s.max_lag_bytes is not None and choice.lag is not None and choice.lag > s.max_lag_bytes:
+        choice = selection.best(selection.within_lag(verdicts, s.max_lag_bytes))
+        if choice is None:
+            # Every eligible replica lags more than max_lag_bytes: give them lag_wait to
+            # catch up (re-reading INFO each period), then give up rather than lose data.
             if now - fo.phase_since < s.lag_wait:
-                if waited >= s.ping_period:  # ask again: it may still be catching up
+                if waited >= s.ping_period:
                     self._begin_selection(group)
                 return
             self._fire(group, Trigger.NO_CANDIDATE)

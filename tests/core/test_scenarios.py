@@ -120,3 +120,32 @@ def test_restarted_watcher_keeps_its_vote_and_epochs() -> None:
     assert after == before and after.voted_epoch >= 1 and after.config_epoch >= 1
     world.run(3.0)
     assert len(world.promotions) == 1
+
+
+def test_reconfigure_changes_timing_and_adds_and_removes_primaries() -> None:
+    import dataclasses
+
+    import pytest
+
+    from haredis.core.actions import PersistState, Publish
+    from haredis.core.model import Address, PrimarySettings
+
+    world = make_world()
+    world.run(2.0)
+    w1 = world.watchers["w1"]
+    old = w1.settings
+    other = PrimarySettings(name="other", address=Address("10.0.0.9", 6379), quorum=2)
+    slower = dataclasses.replace(old.primaries[0], down_after=30.0)
+    actions = w1.reconfigure(dataclasses.replace(old, primaries=(slower, other)))
+    assert isinstance(actions[0], PersistState)
+    assert set(actions[0].state.primaries) == {"mymaster", "other"}
+    assert any(isinstance(a, Publish) and a.channel == "+monitor" for a in actions)
+    snap = w1.snapshot()
+    view = snap.primary("mymaster")
+    assert view is not None and view.settings.down_after == 30.0
+    assert snap.primary("other") is not None
+    actions = w1.reconfigure(dataclasses.replace(old, primaries=(slower,)))
+    assert any(isinstance(a, Publish) and a.channel == "-monitor" for a in actions)
+    assert w1.snapshot().primary("other") is None
+    with pytest.raises(ValueError, match="restart"):
+        w1.reconfigure(dataclasses.replace(old, electorate=5))
