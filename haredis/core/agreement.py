@@ -73,7 +73,12 @@ class PeerTable:
         return out
 
     def down_opinions(self, primary: str, now: float, ttl: float) -> int:
-        return sum(1 for _, view in self.fresh_views(primary, now, ttl) if view.says_down)
+        # A peer in hold should not say down; if it does anyway, do not count it.
+        return sum(
+            1
+            for name, view in self.fresh_views(primary, now, ttl)
+            if view.says_down and not self.peers[name].in_hold
+        )
 
     def forget_opinions(self) -> None:
         """After a clock jump the ages of all opinions are unknown: drop them all."""

@@ -4,7 +4,8 @@ Theory:
 * Every primary has its own epoch counter. A candidate takes epoch = max(current, voted) + 1,
   votes for itself and asks every peer.
 * A voter adopts any higher epoch it sees and grants AT MOST ONE vote per epoch: the first
-  candidate to ask gets it; asking again gets the same answer. The vote is part of the
+  candidate to ask gets it; asking again gets the same answer. A request for an epoch older
+  than the voter's current one is refused. The vote is part of the
   durable state, written before the reply leaves (actions.PersistState is a barrier), so a
   restarted voter remembers it.
 * A voter refuses while it is in hold mode (its view of time is not to be trusted) and,
@@ -63,7 +64,9 @@ def decide_vote(
     newly = False
     if state.voted_epoch >= request.epoch:
         granted = state.voted_epoch == request.epoch and state.voted_for == request.sender
-    elif in_hold or (primary_alive and not request.forced):
+    elif request.epoch < state.current_epoch or in_hold or (primary_alive and not request.forced):
+        # A request for an epoch we have moved past is stale (the reply's current_epoch tells
+        # the candidate to catch up), as in Sentinel.
         granted = False
     else:
         state = replace(state, voted_epoch=request.epoch, voted_for=request.sender)

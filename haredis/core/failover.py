@@ -10,8 +10,8 @@ below; any other outcome ends the attempt with an abort event and a randomised b
                                                                      SUPERSEDED (higher epoch)
     SELECT     re-read INFO of every replica, rank them, wait a      SELECTED, NO_CANDIDATE,
                bounded time for the best to be within max_lag_bytes  SUPERSEDED
-    PROMOTE    REPLICAOF NO ONE + CLIENT KILL + ROLE in one step     PROMOTED, UNCERTAIN,
-                                                                     REFUSED, SUPERSEDED
+    PROMOTE    REPLICAOF NO ONE + CLIENT KILL + ROLE in one step     PROMOTED, UNCERTAIN
+               (any failure is UNCERTAIN: the command may have run)
     VERIFY     the promote step failed midway: poll INFO of the      PROMOTED, REFUSED,
                target until it says master or slave                  GAVE_UP
     RECONF     the new topology is already published (clients see   RECONFIGURED, GAVE_UP
@@ -76,7 +76,6 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(Phase.SELECT, Trigger.SUPERSEDED, None, "-failover-abort-superseded", aborted=True),
     Transition(Phase.PROMOTE, Trigger.PROMOTED, Phase.RECONF, "+failover-state-reconf-slaves"),
     Transition(Phase.PROMOTE, Trigger.UNCERTAIN, Phase.VERIFY, "+failover-state-wait-promotion"),
-    Transition(Phase.PROMOTE, Trigger.REFUSED, None, "-failover-abort-slave-timeout", aborted=True),
     Transition(Phase.VERIFY, Trigger.PROMOTED, Phase.RECONF, "+failover-state-reconf-slaves"),
     Transition(Phase.VERIFY, Trigger.REFUSED, None, "-failover-abort-slave-timeout", aborted=True),
     Transition(Phase.VERIFY, Trigger.GAVE_UP, None, "-failover-abort-slave-timeout", aborted=True),

@@ -159,6 +159,11 @@ class Watcher:
         self._groups: dict[str, _Group] = {}
         for ps in settings.primaries:
             self._groups[ps.name] = _Group(ps, durable.get(ps.name), now)
+        # Votes and epochs of primaries no longer configured are kept, not dropped: if the
+        # primary comes back (a config mistake, a reload), it must not vote twice in an epoch.
+        self._retired: dict[str, PrimaryDurable] = {
+            name: entry for name, entry in durable.primaries.items() if name not in self._groups
+        }
         self._last_heartbeat: float | None = None
         self._durable_dirty = False
         self._dirty_groups: set[str] = set()  # groups whose gossip view may have changed
@@ -172,7 +177,9 @@ class Watcher:
 
     @property
     def durable(self) -> DurableState:
-        return DurableState({name: g.durable for name, g in self._groups.items()})
+        entries = dict(self._retired)
+        entries.update((name, g.durable) for name, g in self._groups.items())
+        return DurableState(entries)
 
     @property
     def in_hold(self) -> bool:
@@ -226,17 +233,18 @@ class Watcher:
         for ps in settings.primaries:
             group = self._groups.get(ps.name)
             if group is None:
-                group = _Group(ps, PrimaryDurable(), now)
+                group = _Group(ps, self._retired.pop(ps.name, PrimaryDurable()), now)
                 self._emit(Publish("+monitor", f"{_describe(group, group.address)} quorum {ps.quorum}"))
             else:
                 group.settings = ps
             groups[ps.name] = group
         for name, group in self._groups.items():
             if name not in groups:
+                self._retired[name] = group.durable
                 self._emit(Publish("-monitor", _describe(group, group.address)))
         self._groups = groups
         self.settings = settings
-        self._durable_dirty = True
+        self._durable_dirty = False
         out = self._out
         self._out = []
         out.insert(0, PersistState(self.durable))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from haredis.core.model import Role
 
-from .world import P, R1, R2, make_world
+from .world import R1, R2, P, make_world
 
 
 def test_healthy_cluster_never_fails_over() -> None:

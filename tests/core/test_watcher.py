@@ -685,12 +685,6 @@ def test_reconfigure_adds_a_primary_that_is_then_probed() -> None:
     assert other in probed and rig.watcher.snapshot().primary("other") is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="core bug: Watcher.reconfigure rebuilds durable state from the configured groups only, "
-    "so removing a primary erases its votes and epochs from disk; re-added, it votes twice in one epoch",
-)
 def test_a_removed_then_readded_primary_does_not_vote_twice_in_an_epoch() -> None:
     rig = Rig.standard()
     rig.run(2.0)
@@ -705,12 +699,6 @@ def test_a_removed_then_readded_primary_does_not_vote_twice_in_an_epoch() -> Non
     assert not refused.granted and refused.voted_for == "w2"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="core bug (minor): Watcher.reconfigure sets _durable_dirty and never clears it, so the "
-    "next unrelated batch carries a redundant PersistState (an extra fsync)",
-)
 def test_reconfigure_leaves_nothing_to_persist_for_the_next_event() -> None:
     rig = Rig.standard()
     rig.run(1.0)
@@ -719,12 +707,6 @@ def test_reconfigure_leaves_nothing_to_persist_for_the_next_event() -> None:
     assert not any(isinstance(a, PersistState) for a in actions)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="core bug: Watcher.durable only holds configured primaries, so a restart with a primary "
-    "left out of the config drops its vote from disk at the next write; re-added, it votes again",
-)
 def test_a_restart_without_a_primary_does_not_erase_its_votes() -> None:
     rig = Rig.standard()
     rig.run(2.0)
