@@ -1,0 +1,223 @@
+"""The deterministic simulator: many random seeds with zero violations, replayable traces,
+and small hand-made scenarios through the same world."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .config import Fault, scenario
+from .runner import replay_command, run_many
+from .toy_watcher import toy_factory
+from .world import World
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(cfg: object, factory: object = None) -> World:
+    world = World(cfg.seed, cfg, factory)  # type: ignore[attr-defined, arg-type]
+    world.run()
+    return world
+
+
+def violations(world: World) -> list[str]:
+    return [v.line() for v in world.checker.violations]
+
+
+def invariants_hit(world: World) -> set[str]:
+    return {v.invariant for v in world.checker.violations}
+
+
+def elected(world: World) -> list[tuple[float, str]]:
+    return [(t, w) for t, w, channel, _ in world.publishes if channel == "+elected-leader"]
+
+
+# -- random seeds ---------------------------------------------------------------------------
+
+
+def test_random_seeds_have_no_violations(sim_seeds: int) -> None:
+    failing = []
+    for report in run_many(range(sim_seeds)):
+        if report.violations:
+            failing.append(f"{report.violations[0]}\n    replay: {replay_command(report.seed)}")
+    assert not failing, f"{len(failing)} of {sim_seeds} seeds violate invariants:\n" + "\n".join(failing)
+
+
+def test_same_seed_same_trace() -> None:
+    a = World(12345).run()
+    b = World(12345).run()
+    c = World(12346).run()
+    assert a.trace_hash == b.trace_hash
+    assert a.timeline == b.timeline
+    assert a.trace_hash != c.trace_hash
+
+
+@pytest.mark.slow
+def test_trace_hash_survives_another_process_and_hash_seed() -> None:
+    """Nothing may depend on set order of strings (PYTHONHASHSEED) or on the process."""
+    lines = []
+    for hash_seed in ("0", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        proc = subprocess.run(
+            [sys.executable, "-m", "tests.sim", "--seeds", "3", "--start", "40", "--jobs", "2"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        lines.append(proc.stdout.strip().splitlines()[-1])
+    assert lines[0] == lines[1]
+    assert lines[0].startswith("seeds=3 ")
+
+
+# -- scenarios with the real core -----------------------------------------------------------
+
+
+def test_kill_primary_promotes_the_freshest_replica_and_others_follow() -> None:
+    cfg = scenario(
+        seed=1, replicas=3, repl_periods=(0.05, 0.29, 0.17), faults=(Fault(10.0, "kill", None, "r0"),)
+    )
+    world = run(cfg)
+    assert not violations(world)
+    assert world.promotions, "no failover after kill -9 of the primary"
+    t, _leader, _epoch, node, offsets = world.promotions[0]
+    assert t - 10.0 < cfg.down_after + 1.0
+    replicas = {name: off for name, off in offsets.items() if name != "r0"}
+    assert node == max(sorted(replicas), key=lambda name: replicas[name])
+    new = world.node_by_name[node]
+    assert all(n.master == new.address for n in world.nodes if n is not new)  # r0 too, demoted
+
+
+def test_pause_shorter_than_down_after_never_fails_over() -> None:
+    faults = tuple(Fault(at, "pause", 1.3, "r0") for at in (8.0, 12.0, 16.0, 20.0))
+    world = run(scenario(seed=2, down_after=2.0, faults=faults, chaos_end=30.0))
+    assert not violations(world)
+    assert not world.promotions
+    assert not [p for p in world.publishes if p[2] == "+odown"]
+
+
+def test_pause_longer_than_down_after_fails_over() -> None:
+    world = run(scenario(seed=3, down_after=1.0, faults=(Fault(8.0, "pause", 6.0, "r0"),)))
+    assert not violations(world)
+    assert world.promotions
+    # The old primary comes back and is demoted under the new one.
+    assert world.node_by_name["r0"].master == world.node_by_name[world.promotions[0][3]].address
+
+
+def test_two_of_three_watchers_down_no_failover() -> None:
+    faults = (
+        Fault(6.0, "watcher-crash", None, "w2"),
+        Fault(6.0, "watcher-crash", None, "w3"),
+        Fault(10.0, "kill", None, "r0"),
+    )
+    world = run(scenario(seed=4, faults=faults, chaos_end=25.0))
+    assert not violations(world)
+    assert not [p for p in world.promotions if p[0] < 25.0]
+
+
+def test_priority_zero_replica_is_never_chosen() -> None:
+    # r1 (priority 0) replicates fastest, so it is the freshest; r2 must still be chosen.
+    cfg = scenario(
+        seed=5, priorities=(0, 100), repl_periods=(0.02, 0.3), faults=(Fault(10.0, "kill", None, "r0"),)
+    )
+    world = run(cfg)
+    assert not violations(world)
+    assert world.promotions
+    assert {p[3] for p in world.promotions} == {"r2"}
+
+
+def test_minority_side_watcher_never_leads() -> None:
+    faults = (
+        Fault(6.0, "partition", 20.0, target="w1", shape="isolate-watcher"),
+        Fault(10.0, "kill", None, "r0"),
+    )
+    world = run(scenario(seed=6, faults=faults, chaos_end=30.0))
+    assert not violations(world)
+    assert world.promotions
+    assert all(w != "w1" for t, w in elected(world) if 6.0 <= t <= 26.0)
+
+
+def test_one_watcher_that_cannot_see_the_primary_never_fails_over_even_with_quorum_one() -> None:
+    faults = (Fault(6.0, "partition", 15.0, target="r0>w1", shape="pairs"),)
+    world = run(scenario(seed=7, quorum=1, faults=faults, chaos_end=25.0))
+    assert not violations(world)
+    assert not world.promotions
+
+
+def test_old_primary_back_empty_is_demoted_without_wiping_data() -> None:
+    world = run(scenario(seed=8, faults=(Fault(10.0, "kill", 8.0, "r0", empty=True),)))
+    assert not violations(world)
+    assert world.promotions
+    new = world.node_by_name[world.promotions[0][3]]
+    assert new.alive and world.node_by_name["r0"].master == new.address
+    assert min(n.offset() for n in world.nodes) > 10_000  # nobody resynced from the empty node
+
+
+# -- the checkers catch what they should (the toy watcher with planted bugs) ----------------
+
+
+KILL = (Fault(10.0, "kill", None, "r0"),)
+
+
+@pytest.mark.parametrize(
+    ("bug", "cfg", "expected"),
+    [
+        ("no-persist", scenario(seed=11, faults=KILL), "8-durable-first"),
+        ("one-vote-wins", scenario(seed=12, faults=KILL), "4-election-quorum"),
+        # (b) true offsets: r1 is cut off from the primary for 5 s before it dies.
+        (
+            "stale-pick",
+            scenario(
+                seed=13, faults=(Fault(5.0, "partition", 7.0, target="r0>r1,r1>r0", shape="pairs"), *KILL)
+            ),
+            "5-promotion-choice",
+        ),
+        # (a) exact INFO: a long pause freezes offsets well before the failover.
+        (
+            "stale-pick",
+            scenario(
+                seed=13,
+                replicas=3,
+                down_after=3.0,
+                repl_periods=(0.05, 0.29, 0.17),
+                faults=(Fault(10.0, "pause", 10.0, "r0"),),
+            ),
+            "5-promotion-choice",
+        ),
+        (
+            "priority-zero",
+            scenario(seed=14, priorities=(0, 100), repl_periods=(0.02, 0.3), faults=KILL),
+            "5-promotion-choice",
+        ),
+        (
+            "vote-while-up",
+            scenario(
+                seed=15,
+                quorum=1,
+                faults=(Fault(6.0, "partition", 15.0, target="r0>w1", shape="pairs"),),
+                chaos_end=25.0,
+            ),
+            "6-no-false-failover",
+        ),
+    ],
+)
+def test_checker_catches_planted_bug(bug: str, cfg: object, expected: str) -> None:
+    clean = run(cfg, toy_factory())
+    assert expected not in invariants_hit(clean), violations(clean)
+    buggy = run(cfg, toy_factory(frozenset({bug})))
+    assert expected in invariants_hit(buggy), violations(buggy)
+
+
+def test_checker_catches_double_vote() -> None:
+    """Two candidates in one epoch and voters that vote twice: two leaders, both caught."""
+    hit: set[str] = set()
+    for seed in range(20, 26):
+        cfg = scenario(seed=seed, watchers=5, faults=KILL, chaos_end=15.0, end=20.0)
+        hit |= invariants_hit(run(cfg, toy_factory(frozenset({"double-vote"}))))
+    assert {"2-one-vote", "1-one-leader"} <= hit
