@@ -118,6 +118,7 @@ class Failover:
     # RECONF bookkeeping: instances to repoint, those sent (with when) and those done.
     to_reconf: list[Address] = field(default_factory=list)
     reconf_sent: dict[Address, float] = field(default_factory=dict)
+    reconf_acked: set[Address] = field(default_factory=set)  # REPLICAOF answered OK
     reconf_done: set[Address] = field(default_factory=set)
     phase_durations: dict[str, float] = field(default_factory=dict)
 

@@ -439,6 +439,7 @@ class Watcher:
         fo = group.failover
         if fo is not None and fo.phase is Phase.RECONF and event.epoch == fo.epoch:
             if event.ok:
+                fo.reconf_acked.add(event.address)
                 self._emit(Publish("+slave-reconf-inprog", _describe(group, event.address)))
                 self._ask_info(group, inst)
             else:
@@ -742,6 +743,10 @@ class Watcher:
                 fo.reconf_done.add(addr)
                 if confirmed:
                     self._emit(Publish("+slave-reconf-done", _describe(group, addr)))
+            elif inst.info_asked_at is None and addr in fo.reconf_acked:
+                # The INFO we got may have been asked before REPLICAOF: ask again now rather
+                # than wait a whole info period.
+                self._ask_info(group, inst)
         in_progress = sum(1 for a in fo.reconf_sent if a not in fo.reconf_done)
         for addr in fo.to_reconf:
             if in_progress >= s.parallel_syncs:

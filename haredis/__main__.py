@@ -1,0 +1,5 @@
+"""`python -m haredis …` is the `haredis` command."""
+
+from haredis.cli import main
+
+main()

@@ -1,0 +1,322 @@
+"""`haredis run`: wires config, state, Redis links, peers, the RESP server and the runtime,
+then runs the decision cycle until SIGTERM.
+
+Lifecycle (uvicorn's shape, Patroni's loop):
+  start   load state (refuse to start if it is unreadable) and write it back at once, so a
+          read-only data_dir fails now rather than at the first vote; bind the RESP port;
+          start the peer mesh; then cycle every tick_interval.
+  ready   READY=1 to systemd once every primary has been probed (the first full cycle).
+  cycle   a Tick into the core, one status string (log on change, systemd STATUS=), a
+          watchdog ping only if the cycle completed; SIGHUP is acted on between cycles.
+  stop    SIGTERM: STOPPING=1, close the listener, let in-flight Redis commands finish for a
+          few seconds, persist the state one last time, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import logging
+import os
+import signal
+import ssl
+import time
+from pathlib import Path
+
+from haredis import __version__, systemd
+from haredis.config import Config, ConfigError, PrimaryConfig, load_config
+from haredis.core.events import FailoverCommand, GossipReceived, VoteReplied, VoteRequested
+from haredis.core.messages import Gossip, PeerMessage, VoteReply, VoteRequest
+from haredis.core.model import Address, DurableState, Snapshot
+from haredis.core.watcher import Watcher
+from haredis.log import LogHandle, setup_logging
+from haredis.peers import PeerMesh, PeerSigner, PeerVerifier, peer_command_handler
+from haredis.redis_link import RedisLink
+from haredis.resp import Bulk, Error, Reply
+from haredis.runtime import RedisPort, Runtime
+from haredis.sentinel_api import SentinelContext, info_text, role_reply, sentinel_command
+from haredis.server import Command, Connection, Handler, RespServer
+from haredis.state import StateError, load_state, save_state
+
+log = logging.getLogger("haredis.daemon")
+
+SHUTDOWN_GRACE = 3.0
+
+
+class PersistenceLost(Exception):
+    """The state could not be written; the daemon stopped rather than forget a vote."""
+
+
+def _tls_context(p: PrimaryConfig) -> ssl.SSLContext | None:
+    if not p.tls:
+        return None
+    ctx = ssl.create_default_context(cafile=str(p.tls_ca_file) if p.tls_ca_file else None)
+    if p.tls_cert_file and p.tls_key_file:
+        ctx.load_cert_chain(str(p.tls_cert_file), str(p.tls_key_file))
+    return ctx
+
+
+class Daemon:
+    def __init__(self, config: Config, config_path: str) -> None:
+        self.config = config
+        self.config_path = config_path
+        self._stop = asyncio.Event()
+        self._reload_requested = False
+        self._log_handle: LogHandle | None = None
+        self.runtime: Runtime | None = None
+        self.server: RespServer | None = None
+        self.mesh: PeerMesh | None = None
+        self._last_status = ""
+        self._ready_sent = False
+        self._last_cycle_done = 0.0
+
+    # ------------------------------------------------------------------ wiring
+
+    def _link_factory(self, primary: str, address: Address, purpose: str) -> RedisPort:
+        p = self.config.primary(primary)
+        assert p is not None
+        return RedisLink(
+            address,
+            username=p.username,
+            password=p.password.reveal() if p.password else None,
+            ssl=_tls_context(p),
+            connect_timeout=max(0.05, min(1.0, p.down_after_ms / 3000)),
+            client_name=f"haredis-{self.config.watcher.name}-{purpose}",
+        )
+
+    def _persist(self, state: DurableState) -> None:
+        save_state(self.config.watcher.state_file, state)
+
+    def _publish(self, channel: str, message: str) -> None:
+        level = (
+            logging.WARNING if channel.startswith(("-failover-abort", "+odown", "+tilt")) else logging.INFO
+        )
+        log.log(level, f"{channel} {message}", extra={"event": channel})
+        if self.server is not None:
+            self.server.publish(channel, message)
+
+    def _on_peer_message(self, sender: str, message: PeerMessage) -> None:
+        runtime = self.runtime
+        if runtime is None:
+            return
+        now = runtime.now()
+        if isinstance(message, Gossip):
+            runtime.feed(GossipReceived(now=now, gossip=message))
+        elif isinstance(message, VoteRequest):
+            runtime.feed(VoteRequested(now=now, request=message))
+        elif isinstance(message, VoteReply):
+            runtime.feed(VoteReplied(now=now, reply=message))
+
+    def _request_failover(self, name: str) -> str | None:
+        runtime = self.runtime
+        if runtime is None:
+            return "ERR not ready"
+        refusal = runtime.watcher.failover_refusal(name)
+        if refusal is not None:
+            return refusal
+        runtime.feed(FailoverCommand(now=runtime.now(), primary=name))
+        runtime.refresh_snapshot()
+        return None
+
+    def _sentinel_context(self) -> SentinelContext:
+        def snapshot() -> Snapshot:
+            assert self.runtime is not None
+            return self.runtime.snapshot
+
+        def peer_address(name: str) -> Address | None:
+            return self.mesh.routes.get(name) if self.mesh is not None else None
+
+        def usable(primary: str) -> int:
+            if self.mesh is None:
+                return 0
+            return sum(1 for link in self.mesh.links.values() if link.up)
+
+        def config_get(pattern: str) -> dict[str, str]:
+            w = self.config.watcher
+            values = {
+                "announce-ip": w.advertised.host,
+                "announce-port": str(w.advertised.port),
+                "resolve-hostnames": "yes",
+                "announce-hostnames": "no",
+                "loglevel": w.log_level,
+            }
+            return {k: v for k, v in values.items() if fnmatch.fnmatchcase(k, pattern.lower())}
+
+        return SentinelContext(
+            snapshot=snapshot,
+            peer_address=peer_address,
+            request_failover=self._request_failover,
+            usable_peers=usable,
+            config_get=config_get,
+        )
+
+    def _dispatcher(self) -> dict[str, Handler | Command]:
+        ctx = self._sentinel_context()
+        port = self.config.watcher.port
+
+        def sentinel(conn: Connection, args: list[bytes]) -> Reply:
+            return sentinel_command(ctx, args[1:])  # args[0] is the command name
+
+        def info(conn: Connection, args: list[bytes]) -> Reply:
+            assert self.runtime is not None
+            sections = [a.decode(errors="replace") for a in args[1:]]
+            return Bulk(info_text(self.runtime.snapshot, __version__, port, sections))
+
+        def role(conn: Connection, args: list[bytes]) -> Reply:
+            assert self.runtime is not None
+            return role_reply(self.runtime.snapshot)
+
+        def shutdown(conn: Connection, args: list[bytes]) -> Reply:
+            return Error("ERR SHUTDOWN is disabled: stop haredis with systemctl (SIGTERM)")
+
+        return {
+            "SENTINEL": Command(sentinel, arity=-2),
+            "INFO": info,
+            "ROLE": Command(role, arity=1),
+            "SHUTDOWN": shutdown,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def serve(self) -> int:
+        w = self.config.watcher
+        self._log_handle = setup_logging(w.log_level, w.log_format)
+        try:
+            return await self._serve()
+        finally:
+            self._log_handle.stop()
+
+    async def _serve(self) -> int:
+        w = self.config.watcher
+        loop = asyncio.get_running_loop()
+        try:
+            durable = load_state(w.state_file)
+        except StateError as exc:
+            log.critical("refusing to start: state file unusable", extra={"error": str(exc)})
+            raise PersistenceLost(str(exc)) from None
+        try:
+            Path(w.data_dir).mkdir(parents=True, exist_ok=True)
+            save_state(w.state_file, durable)
+        except OSError as exc:
+            log.critical("refusing to start: cannot write state", extra={"error": str(exc)})
+            raise PersistenceLost(f"{w.state_file}: {exc}") from None
+
+        watcher = Watcher(self.config.to_core(), durable, loop.time())
+        secret = w.secret.reveal().encode() if w.secret else b""
+        # The boot id orders this process's messages after any earlier incarnation's, so a
+        # peer rejects replays of what we sent before a restart.
+        signer = PeerSigner(secret or os.urandom(32), w.name, time.time_ns(), origin=w.advertised)
+        verifier = PeerVerifier(secret, own_name=w.name)
+        self.mesh = PeerMesh(list(w.peers), signer)
+        self.runtime = Runtime(
+            watcher,
+            links=self._link_factory,
+            peers=self.mesh,
+            persist=self._persist,
+            publish=self._publish,
+            clock=loop.time,
+        )
+        dispatcher = self._dispatcher()
+        dispatcher["HAREDIS.PEER"] = peer_command_handler(verifier, self._on_peer_message, mesh=self.mesh)
+        self.server = RespServer(
+            dispatcher,
+            host=w.bind,
+            port=w.port,
+            password=w.client_password.reveal() if w.client_password else None,
+            server_version=__version__,
+        )
+        await self.server.start()
+        await self.mesh.start()
+        for sig, handler in ((signal.SIGTERM, self._stop.set), (signal.SIGINT, self._stop.set)):
+            loop.add_signal_handler(sig, handler)
+        loop.add_signal_handler(signal.SIGHUP, self._request_reload)
+        log.info(
+            "started",
+            extra={
+                "watcher": w.name,
+                "port": self.server.port,
+                "peers": len(w.peers),
+                "version": __version__,
+            },
+        )
+        try:
+            await self._loop()
+        finally:
+            await self._shutdown()
+        if self.runtime.fatal is not None:
+            raise PersistenceLost(str(self.runtime.fatal))
+        return 0
+
+    def _request_reload(self) -> None:
+        self._reload_requested = True
+
+    async def _loop(self) -> None:
+        runtime = self.runtime
+        assert runtime is not None
+        tick = self.config.watcher.tick_interval_ms / 1000
+        watchdog_every = systemd.watchdog_interval()
+        last_watchdog = 0.0
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while not self._stop.is_set() and not runtime.stopped.is_set():
+            if self._reload_requested:
+                self._reload_requested = False
+                self._reload()
+            try:
+                status = runtime.cycle()
+            except Exception:
+                log.exception("cycle failed")
+                status = "cycle failed (see log)"
+            else:
+                self._last_cycle_done = loop.time()
+            if status != self._last_status:
+                self._last_status = status
+                log.info(status, extra={"event": "status"})
+                systemd.status(status)
+            if not self._ready_sent and runtime.first_cycle_complete():
+                self._ready_sent = True
+                systemd.ready(status)
+                log.info("ready", extra={"event": "ready"})
+            now = loop.time()
+            if watchdog_every and now - last_watchdog >= watchdog_every / 2:
+                last_watchdog = now
+                systemd.watchdog()
+            next_at += tick
+            delay = next_at - loop.time()
+            if delay < 0:
+                next_at = loop.time()  # overran: reschedule immediately, don't burst
+                delay = 0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+
+    def _reload(self) -> None:
+        systemd.reloading()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload rejected: keeping the running config", extra={"error": str(exc)})
+            systemd.ready(f"reload rejected: {exc}")
+            return
+        old = self.config
+        if new.watcher.name != old.watcher.name or new.watcher.port != old.watcher.port:
+            log.warning("reload: name and port changes need a restart; ignoring them")
+        if new.to_core() != old.to_core() and self.runtime is not None:
+            log.warning("reload: timing and primary changes need a restart in this version")
+        if self._log_handle is not None:
+            self._log_handle.set_level(new.watcher.log_level)
+        log.info("reloaded", extra={"event": "reload"})
+        systemd.ready(self._last_status)
+
+    async def _shutdown(self) -> None:
+        systemd.stopping()
+        log.info("stopping", extra={"event": "stopping"})
+        if self.server is not None:
+            await self.server.close(SHUTDOWN_GRACE)
+        if self.mesh is not None:
+            await self.mesh.close()
+        if self.runtime is not None:
+            await self.runtime.close(SHUTDOWN_GRACE)
+            if self.runtime.fatal is None:
+                with contextlib.suppress(OSError):
+                    save_state(self.config.watcher.state_file, self.runtime.watcher.durable)
