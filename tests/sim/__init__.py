@@ -1,18 +1,47 @@
-"""Deterministic simulation of haredis: watchers, fake Redis nodes and a hostile network on a
-virtual clock, driven by one seeded PRNG. See ``tests/sim/README`` in the module docstrings:
+"""Deterministic simulation of haredis: watchers running the real pure core, fake Redis nodes
+and a hostile network on a virtual clock, driven by one ``random.Random(seed)``. Nothing here
+touches a real socket, thread, sleep or wall clock, so a seed replays exactly.
+
+Run it::
+
+    python -m tests.sim --seeds 2000 [--start 0] [--jobs 2]      # last line: seeds=… trace_hash=…
+    python -m tests.sim --seeds 1 --start 42 --trace              # a readable timeline of one seed
+    pytest tests/sim --sim-seeds=500                              # what `make test` runs
+
+Modules (one job each):
 
 - ``scheduler``: the virtual clock and the event heap, ordered by (time, sequence number).
-- ``config``: the per-seed world shape (watchers, quorum, replicas, timings, settings).
-- ``redis_node``: fake Redis nodes (roles, replication histories, offsets, writer, resyncs).
-- ``network``: delays, jitter, drops, duplicates, reordering, symmetric and one-way cuts.
-- ``watcher_host``: a watcher process around the pure core (clock offset, pauses, crashes at
-  any point of a batch, a disk holding exactly the last executed ``PersistState``).
-- ``faults``: the fault schedule generated from the seed, and how each fault is applied.
-- ``history``: when each node, watcher, link and the network was disturbed (for invariants).
-- ``invariants``: the safety and liveness checks, run on every delivered event.
-- ``trace``: the compact trace, its hash, and the human timeline printed with ``--trace``.
-- ``world``: composes the above and runs one seed.
-- ``runner`` / ``__main__``: ``python -m tests.sim --seeds N [--start S] [--jobs J] [--trace]``.
+- ``config``: the per-seed world (watchers, quorum, replicas, priorities, timings, settings).
+- ``redis_node``: fake Redis nodes (roles, replid/replid2, offsets, the writer, PSYNC/full
+  resync, kill/pause/restart/EMPTY restart) and ``Lineage``, the ground truth of histories.
+- ``network``: delay + jitter, drop, duplicate, reorder; symmetric and one-way cuts.
+- ``watcher_host``: one watcher process around the core (clock offset and jumps, pauses,
+  crashes between any two actions of a batch, a disk holding the last executed PersistState).
+- ``faults``: the fault schedule drawn from the seed, how each fault applies, the final heal.
+- ``history``: when each node, watcher, link and the network was disturbed.
+- ``invariants``: the checks (see its docstring), run on the step that could break each.
+- ``trace``: compact records of every event and action, the trace hash, the human timeline.
+- ``world``: composes the above and runs one seed; ``runner``/``__main__``: many seeds.
+- ``toy_watcher``: a tiny contract-following watcher with switchable bugs, used only to prove
+  that each checker catches the bug it is meant to catch.
 
-Nothing here touches a real socket, thread, sleep or wall clock: a seed replays exactly.
+What the simulator does NOT model (so the checks cannot speak for it):
+
+- The runtime (asyncio driver, redis_link, peers, state.py): the core is driven directly, as
+  the runtime would drive it. No serialisation, signing or authentication of peer messages.
+  A failed disk write (the executor would stop the watcher) is not injected.
+- Redis details: one logical replication stream per node (no RDB/AOF timing: a restart
+  either keeps everything or is EMPTY; a persistent restart keeps its replid and offset),
+  no min-replicas-to-write, WAIT, FAILOVER or CLIENT PAUSE, no replica-serve-stale-data
+  (never MASTERDOWN), no BUSY/NOAUTH replies, no replica-announced=no, no memory limits.
+  Every node that accepts writes gets them at the same rate (clients that stick to a stale
+  primary); acknowledged-write loss is therefore not measured, only where data went.
+- Networks: delays are independent per message (no bandwidth, no per-connection FIFO beyond
+  one request/reply), Redis links never duplicate; reachability is decided when a message is
+  sent. Replication follows the cuts between nodes, not watcher-to-node cuts.
+- Clocks: a jump shifts the watcher's monotonic clock (which a real monotonic clock would
+  not do backwards); timeouts of in-flight requests run on true time.
+- Configuration: one monitored primary, fixed membership, no SENTINEL SET/RESET, no
+  operator commands other than an occasional SENTINEL FAILOVER, no switchover.
+- Sentinel clients (redis-py discovery) and hooks are not simulated.
 """

@@ -67,8 +67,13 @@ class Checker:
         self.first_request: dict[tuple[str, str, int], float] = {}
         self.forced_at: dict[str, float] = {}
         self.self_votes: set[tuple[str, str, int]] = set()  # (watcher, primary, epoch) persisted
+        # How often each non-vacuous check ran (coverage, for --verbose and the report).
+        self.coverage: dict[str, int] = {}
         cfg = world.config
         self.primary_settings = {p.name: p for p in cfg.watcher_settings(cfg.watchers[0]).primaries}
+
+    def covered(self, what: str) -> None:
+        self.coverage[what] = self.coverage.get(what, 0) + 1
 
     def fail(self, invariant: str, detail: str) -> None:
         self.violations.append(Violation(self.world.seed, self.world.sched.now, invariant, detail))
@@ -229,6 +234,7 @@ class Checker:
         if other is not None and other != host.name:
             self.fail("1-one-leader", f"{name} epoch {epoch}: both {other} and {host.name} elected")
         self.leaders.setdefault(key, host.name)
+        self.covered("elections")
         self.leader_addr[key] = view.address
         self.elected_at[key] = now
         settings = self.primary_settings[name]
@@ -369,6 +375,10 @@ class Checker:
                 continue
             if exact_best is None or node.offset() > exact_best.offset():
                 exact_best = node
+        if exact_best is not None:
+            self.covered("freshness-exact")
+        if true_best is not None:
+            self.covered("freshness-true")
         if exact_best is not None and exact_best.offset() > cand.offset():
             self.fail(
                 "5-promotion-choice",
@@ -406,6 +416,7 @@ class Checker:
                 and hist.clean(f"link:{old.name}>{w.name}", t0, now)
             ):
                 healthy.append(w.name)
+        self.covered("false-failover-window")
         if len(healthy) >= world.config.majority:
             self.fail(
                 "6-no-false-failover",
@@ -416,6 +427,7 @@ class Checker:
     # -- 7: liveness ------------------------------------------------------------------------
 
     def final(self) -> None:
+        self.covered("liveness")
         for problem in liveness_problems(self.world):
             self.fail("7-liveness", problem)
 

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 
 from .world import World
 
-MAX_SHOWN = 5  # violations printed per failing seed
-
 
 @dataclass(frozen=True, slots=True)
 class SeedReport:
@@ -31,6 +29,7 @@ class SeedReport:
     failovers: int
     faults: int
     timeline: tuple[str, ...]
+    coverage: tuple[tuple[str, int], ...] = ()
 
 
 def run_one(seed: int, timeline: bool = False, toy: bool = False) -> SeedReport:
@@ -50,6 +49,7 @@ def run_one(seed: int, timeline: bool = False, toy: bool = False) -> SeedReport:
         failovers=result.failovers,
         faults=result.faults,
         timeline=result.timeline if timeline else (),
+        coverage=result.coverage,
     )
 
 
@@ -113,16 +113,16 @@ def main(argv: list[str] | None = None) -> int:
             status = f"FAIL({len(report.violations)})" if report.violations else "ok"
             out.write(
                 f"seed={report.seed} {status} {report.config} faults={report.faults} "
-                f"promotions={report.failovers} events={report.events} hash={report.trace_hash[:16]}\n"
+                f"promotions={report.failovers} events={report.events} hash={report.trace_hash[:16]} "
+                f"checked={','.join(f'{k}:{v}' for k, v in report.coverage)}\n"
             )
         if report.violations:
-            for line in report.violations[:MAX_SHOWN]:
-                out.write(f"VIOLATION {line}\n")
-            more = len(report.violations) - MAX_SHOWN
+            if args.verbose or args.trace:
+                for line in report.violations:
+                    out.write(f"VIOLATION {line}\n")
             out.write(
-                f"seed={report.seed} failed ({len(report.violations)} violations"
-                + (f", {more} not shown" if more > 0 else "")
-                + f"); replay: {replay_command(report.seed)}\n"
+                f"seed={report.seed} FAILED violations={len(report.violations)} "
+                f"replay: {replay_command(report.seed)}  first: {report.violations[0]}\n"
             )
         out.flush()
     elapsed = time.monotonic() - started

@@ -63,6 +63,7 @@ class Result:
     timeline: tuple[str, ...]
     failovers: int
     faults: int
+    coverage: tuple[tuple[str, int], ...] = ()
 
 
 class World:
@@ -143,6 +144,7 @@ class World:
             timeline=tuple(self.trace.timeline()),
             failovers=self.failovers,
             faults=self.faults.injected,
+            coverage=tuple(sorted(self.checker.coverage.items())),
         )
 
     def note(self, who: str, text: str) -> None:
