@@ -135,6 +135,7 @@ class FakeRedis:
         "second_offset",
         "spec",
         "sync_until",
+        "ticking",
         "world",
     )
 
@@ -169,7 +170,10 @@ class FakeRedis:
         self.queue: list[Request] = []
         self.prev_history: tuple[str, int] | None = None  # the data before an EMPTY restart
         self._update_writing()
-        world.sched.after(world.rng.random() * self.repl_period, self._repl_tick)
+        self.ticking = False
+        if self.role is Role.REPLICA:
+            self.ticking = True
+            world.sched.after(world.rng.random() * self.repl_period, self._repl_tick)
 
     def _new_run_id(self) -> str:
         return f"{self.name}-{self.restarts:02d}" + "0" * 34
@@ -361,14 +365,21 @@ class FakeRedis:
         self.link_up = False
         self.link_down_since = now
         self.sync_until = None
+        if not self.ticking:
+            self.ticking = True
+            self.world.sched.after(self.world.rng.random() * self.repl_period, self._repl_tick)
         self.world.on_role_change(self)
 
     # -- replication ------------------------------------------------------------------------
 
     def _repl_tick(self) -> None:
+        """The replication loop; it runs while the node is a replica (see `replicaof`)."""
         world = self.world
+        if self.role is not Role.REPLICA:
+            self.ticking = False
+            return
         world.sched.after(self.repl_period, self._repl_tick)
-        if not self.alive or self.paused or self.role is not Role.REPLICA or self.master is None:
+        if not self.alive or self.paused or self.master is None:
             return
         now = world.sched.now
         m = world.node_at(self.master)

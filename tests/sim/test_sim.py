@@ -159,6 +159,26 @@ def test_old_primary_back_empty_is_demoted_without_wiping_data() -> None:
     assert min(n.offset() for n in world.nodes) > 10_000  # nobody resynced from the empty node
 
 
+def test_clock_jumps_put_watchers_in_hold_without_a_failover() -> None:
+    faults = (
+        Fault(8.0, "clock-jump", target="w1", amount=30.0),
+        Fault(9.0, "clock-jump", target="w2", amount=-20.0),
+        Fault(9.5, "clock-jump", target="w3", amount=5.0),
+    )
+    world = run(scenario(seed=9, faults=faults, chaos_end=20.0))
+    assert not violations(world)
+    assert not world.promotions
+    assert {w for _, w, channel, _ in world.publishes if channel == "+tilt"} == {"w1", "w2", "w3"}
+
+
+def test_operator_failover_promotes_a_replica_and_demotes_the_old_primary() -> None:
+    world = run(scenario(seed=10, faults=(Fault(8.0, "failover-command", target="w2"),), chaos_end=20.0))
+    assert not violations(world)
+    assert len(world.promotions) == 1
+    new = world.node_by_name[world.promotions[0][3]]
+    assert new.name != "r0" and world.node_by_name["r0"].master == new.address
+
+
 # -- the checkers catch what they should (the toy watcher with planted bugs) ----------------
 
 
