@@ -24,7 +24,7 @@ __all__ = ["VERSION", "StateError", "load_state", "save_state"]
 
 VERSION: Final = 1
 _INT_FIELDS: Final = ("current_epoch", "voted_epoch", "config_epoch")
-_FIELDS: Final = frozenset((*_INT_FIELDS, "voted_for", "address"))
+_FIELDS: Final = frozenset((*_INT_FIELDS, "voted_for", "address", "known"))
 
 
 class StateError(Exception):
@@ -97,6 +97,7 @@ def _encode(entry: PrimaryDurable) -> dict[str, object]:
         "config_epoch": entry.config_epoch,
         # An object, not "host:port": no quoting rules to get wrong for IPv6 hosts.
         "address": None if address is None else {"host": address.host, "port": address.port},
+        "known": [{"host": a.host, "port": a.port} for a in entry.known],
     }
 
 
@@ -134,12 +135,22 @@ def _decode(name: str, document: object) -> DurableState:
         voted_for = entry["voted_for"]
         if not isinstance(voted_for, str):
             raise fail(f"{where}.voted_for", f"expected a string, got {voted_for!r}")
+        known_raw = entry["known"]
+        if not isinstance(known_raw, list):
+            raise fail(f"{where}.known", f"expected a list, got {_kind(known_raw)}")
+        known: list[Address] = []
+        for i, item in enumerate(known_raw):
+            decoded = _decode_address(name, f"{where}.known[{i}]", item)
+            if decoded is None:
+                raise fail(f"{where}.known[{i}]", "expected an object with host and port, got null")
+            known.append(decoded)
         result[primary] = PrimaryDurable(
             current_epoch=numbers["current_epoch"],
             voted_epoch=numbers["voted_epoch"],
             voted_for=voted_for,
             config_epoch=numbers["config_epoch"],
             address=_decode_address(name, f"{where}.address", entry["address"]),
+            known=tuple(known),
         )
     return DurableState(primaries=result)
 

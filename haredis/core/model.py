@@ -137,6 +137,10 @@ class PrimaryDurable:
     voted_for: str = ""  # the candidate that vote went to
     config_epoch: int = 0  # epoch of the topology below
     address: Address | None = None  # the primary as of config_epoch (None: from settings)
+    # Every instance of the group ever discovered (sorted). Kept across restarts, like
+    # Sentinel's known-replica lines, so a stray primary that no current primary lists as
+    # its replica (a returning old primary) is still known, probed and demoted.
+    known: tuple[Address, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

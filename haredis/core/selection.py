@@ -8,7 +8,8 @@ Excluded (each with the reason an operator sees in `haredis failover --dry-run`)
   not a replica   it reports role master (e.g. promoted by an earlier aborted attempt)
   priority 0      replica-priority 0 means "never promote me"
   link down       its link to the primary has been down longer than `max_link_down`
-  other history   its replication id is not the primary's: its offsets mean nothing here
+  other history   its data is not a prefix of the primary's replication history (see
+                  _same_history): its offsets mean nothing here
 Ranked: lower priority first, then higher replication offset, then smaller run id (an
 unknown run id last), which is Sentinel's order.
 """
@@ -40,7 +41,26 @@ class Verdict:
     run_id: str
 
 
-def _exclusion(c: Candidate, expected_replid: str, max_info_age: float, max_link_down: float) -> str | None:
+def _same_history(info: InstanceInfo, history: tuple[str, str]) -> bool:
+    """Is this replica's data a prefix of the primary's history?
+
+    `history` is (the primary's replid, the replid it was promoted from); either may be
+    unknown (""). A replica on the primary's replid, or still on the replid the primary was
+    promoted from (not yet resynced), shares its history. A replica whose own replid2 is
+    the primary's replid was PROMOTED from it at some point and diverged: excluded. When
+    the primary's own replid is not known yet (a topology learned from a peer), a replica
+    that already resynced to it shows the predecessor as its replid2: accepted."""
+    replid, replid2 = history
+    if not replid and not replid2:
+        return True  # nothing known yet (first start): no history to hold anyone to
+    if info.replid and info.replid in (replid, replid2):
+        return True
+    return not replid and bool(replid2) and info.replid2 == replid2
+
+
+def _exclusion(
+    c: Candidate, history: tuple[str, str], max_info_age: float, max_link_down: float
+) -> str | None:
     if c.down:
         return "down"
     if not c.reachable:
@@ -56,7 +76,7 @@ def _exclusion(c: Candidate, expected_replid: str, max_info_age: float, max_link
         return "priority 0"
     if not info.link_up and info.link_down_seconds > max_link_down:
         return f"link down {info.link_down_seconds:.0f}s"
-    if expected_replid and expected_replid not in (info.replid, info.replid2):
+    if not _same_history(info, history):
         return f"other history (replid {info.replid[:8] or '?'})"
     return None
 
@@ -64,7 +84,7 @@ def _exclusion(c: Candidate, expected_replid: str, max_info_age: float, max_link
 def rank(
     candidates: list[Candidate],
     *,
-    expected_replid: str,
+    history: tuple[str, str],
     primary_offset: int | None,
     max_info_age: float,
     max_link_down: float,
@@ -72,7 +92,7 @@ def rank(
     """Every candidate with its verdict: the eligible ones first, best first."""
     verdicts: list[Verdict] = []
     for c in candidates:
-        reason = _exclusion(c, expected_replid, max_info_age, max_link_down)
+        reason = _exclusion(c, history, max_info_age, max_link_down)
         info = c.info
         offset = info.offset if info is not None else 0
         lag = None

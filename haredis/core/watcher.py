@@ -123,10 +123,15 @@ class _Group:
         self.odown_votes = 0
         self.primary_down = False
         self.role_mismatch_since: float | None = None
+        # The replication history of the primary: its replid, and the one it came from
+        # (after a switch: the old primary's). Candidates must belong to it.
         self.primary_replid = ""
+        self.primary_replid2 = ""
         self.primary_offset: int | None = None
         self.last_gossip: PrimaryGossip | None = None
         self.instance(self.address, now)
+        for address in durable.known:
+            self.instance(address, now)
 
     @property
     def name(self) -> str:
@@ -347,11 +352,14 @@ class Watcher:
         if event.address == group.address:
             if info.role is Role.PRIMARY:
                 group.primary_replid = info.replid
+                if info.replid2.strip("0"):
+                    group.primary_replid2 = info.replid2
                 group.primary_offset = info.offset
                 group.role_mismatch_since = None
                 for link in info.replicas:
                     if link.address not in group.instances:
                         group.instance(link.address, now)
+                        self._remember_instances(group)
                         self._emit(Publish("+slave", _describe(group, link.address)))
             elif info.role is Role.REPLICA and group.role_mismatch_since is None:
                 group.role_mismatch_since = now
@@ -646,7 +654,7 @@ class Watcher:
         down_for = now - primary_det.down_since if primary_det.down_since is not None else 0.0
         return selection.rank(
             candidates,
-            expected_replid=group.primary_replid,
+            history=(group.primary_replid, group.primary_replid2),
             primary_offset=group.primary_offset,
             max_info_age=max_info_age,
             max_link_down=down_for + _LINK_DOWN_FACTOR * s.down_after,
@@ -712,6 +720,7 @@ class Watcher:
         new = fo.target
         self._emit(Publish("+promoted-slave", _describe(group, new)))
         self._switch(group, fo.epoch, new, leader=True)
+        self._ask_info(group, group.instances[new])  # learn its new replid now, not in a period
         self._fire(group, Trigger.PROMOTED)
         # Repoint every other replica that answers, and the old primary if it answers.
         fo.to_reconf = [
@@ -773,7 +782,13 @@ class Watcher:
         self._set_durable(group, replace(group.durable, config_epoch=epoch, address=new))
         self._adopt_epoch(group, epoch)
         group.instance(new, self._now)
+        group.instance(old, self._now)
+        self._remember_instances(group)
         group.last_failover_at = self._now
+        # The new primary's history descends from the old one's: until its INFO tells us
+        # its new replid, the old replid is what its replicas share.
+        if group.primary_replid:
+            group.primary_replid2 = group.primary_replid
         group.primary_replid = ""
         group.primary_offset = None
         group.role_mismatch_since = None
@@ -796,6 +811,7 @@ class Watcher:
             return  # we are committing a newer or equal epoch ourselves
         self._emit(Publish("+config-update-from", f"sentinel {source} @ {group.name} {epoch}"))
         self._switch(group, epoch, address, leader=False)
+        self._ask_info(group, group.instances[address])
         if fo is not None and group.failover is fo:
             # We were past promotion in an older epoch: the newer topology wins.
             group.failover = None
@@ -900,6 +916,11 @@ class Watcher:
         dirty.clear()
         if changed and self.settings.electorate > 1:
             self._emit(SendGossip(Gossip(self.name, self.in_hold, tuple(changed))))
+
+    def _remember_instances(self, group: _Group) -> None:
+        known = tuple(sorted(group.instances))
+        if known != group.durable.known:
+            self._set_durable(group, replace(group.durable, known=known))
 
     def _set_durable(self, group: _Group, durable: PrimaryDurable) -> None:
         if durable != group.durable:

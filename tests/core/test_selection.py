@@ -42,11 +42,15 @@ def cand(
 
 
 def ranked(
-    cands: list[Candidate], *, expected: str = HISTORY, primary_offset: int | None = 1000
+    cands: list[Candidate],
+    *,
+    expected: str = HISTORY,
+    predecessor: str = "",
+    primary_offset: int | None = 1000,
 ) -> list[Verdict]:
     return rank(
         cands,
-        expected_replid=expected,
+        history=(expected, predecessor),
         primary_offset=primary_offset,
         max_info_age=MAX_INFO_AGE,
         max_link_down=MAX_LINK_DOWN,
@@ -105,14 +109,27 @@ def test_a_link_down_for_a_short_while_is_fine() -> None:
     assert only(cand(1, link_up=True, link_down_seconds=MAX_LINK_DOWN * 10)).eligible
 
 
-def test_a_replica_of_the_previous_history_is_accepted_through_replid2() -> None:
-    # It was promoted-then-demoted, or its primary was: the old history is in replid2.
+def test_a_replica_promoted_away_from_the_primarys_history_is_excluded() -> None:
+    # replid2 = the primary's replid means it was promoted FROM this history and may have
+    # taken writes of its own since: a diverged branch.
     verdict = only(cand(1, replid=OTHER, replid2=HISTORY))
-    assert verdict.eligible
+    assert not verdict.eligible and verdict.reason.startswith("other history")
+
+
+def test_a_replica_still_on_the_primarys_predecessor_history_is_accepted() -> None:
+    # The primary was promoted from OTHER; this replica has not resynced yet.
+    assert only(cand(1, replid=OTHER, replid2=""), predecessor=OTHER).eligible
+
+
+def test_with_the_new_primarys_replid_unknown_a_resynced_replica_is_accepted() -> None:
+    # Right after a switch learned from a peer: the new replid is unknown, but a replica
+    # that resynced to the new primary carries the old replid as its replid2.
+    assert only(cand(1, replid="c" * 40, replid2=OTHER), expected="", predecessor=OTHER).eligible
+    assert not only(cand(1, replid="c" * 40, replid2=HISTORY), expected="", predecessor=OTHER).eligible
 
 
 def test_unknown_primary_history_skips_the_history_check() -> None:
-    # Right after a switch the new primary's replid is not known yet.
+    # First start, before the primary ever answered INFO: there is nothing to hold anyone to.
     assert only(cand(1, replid=OTHER), expected="").eligible
 
 
@@ -212,7 +229,7 @@ def test_the_chosen_replica_is_eligible_and_nobody_eligible_beats_it(cands: list
             and c.info.role is Role.REPLICA
             and c.info.priority != 0
             and (c.info.link_up or c.info.link_down_seconds <= MAX_LINK_DOWN)
-            and HISTORY in (c.info.replid, c.info.replid2)
+            and c.info.replid == HISTORY
         )
         assert v.eligible == expected_ok, (v, c)
     chosen = best(verdicts)

@@ -319,7 +319,9 @@ def test_a_higher_config_epoch_from_a_peer_is_adopted() -> None:
     rig.run(2.0)
     actions = rig.gossip("w2", current_epoch=4, config_epoch=4, address=R1)
     assert isinstance(actions[0], PersistState)
-    assert actions[0].state.get(NAME) == PrimaryDurable(current_epoch=4, config_epoch=4, address=R1)
+    persisted = actions[0].state.get(NAME)
+    assert persisted == PrimaryDurable(current_epoch=4, config_epoch=4, address=R1, known=persisted.known)
+    assert {P, R1} <= set(persisted.known)
     [(_, _, switch)] = rig.events("+switch-master")
     assert switch == f"{NAME} {P.host} {P.port} {R1.host} {R1.port}"
     assert rig.events("+config-update-from")[0][2] == f"sentinel w2 @ {NAME} 4"
@@ -615,7 +617,7 @@ def test_info_from_an_unknown_address_is_ignored() -> None:
     stranger = Address("10.9.9.9", 6379)
     actions = rig.handle(InfoReply(now=rig.now, primary=NAME, address=stranger, info=primary_info()))
     assert actions == [] and stranger not in {r.address for r in rig.view().replicas}
-    assert DurableState() == rig.watcher.disk
+    assert all(stranger not in entry.known for entry in rig.watcher.disk.primaries.values())
 
 
 # ------------------------------------------------------------------ the checker itself

@@ -57,6 +57,7 @@ class Node:
     master: Address | None = None
     offset: int = 0
     replid: str = "history-1"
+    replid2: str = ""
     priority: int = 100
     alive: bool = True
     paused: bool = False
@@ -154,8 +155,9 @@ class World:
                 node = self.nodes[address]
                 ok = node.alive and not node.paused
                 if ok:
+                    # As Redis: a new history starts; the old one is remembered as replid2.
                     node.role, node.master = Role.PRIMARY, None
-                    node.replid = f"history-{address.port}-{epoch}"
+                    node.replid2, node.replid = node.replid, f"history-{address.host}-{epoch}"
                     self.promotions.append((now, name, address, epoch))
                 self._later(0.001, name, PromoteDone(now=now, primary=primary, address=address,
                                                       epoch=epoch, role_ok=ok))
@@ -164,7 +166,9 @@ class World:
                 ok = node.alive and not node.paused
                 if ok:
                     node.role, node.master = Role.REPLICA, target
-                    node.replid = self.nodes[target].replid
+                    new_replid = self.nodes[target].replid
+                    if new_replid != node.replid:
+                        node.replid2, node.replid = node.replid, new_replid
                 self._later(0.001, name, ReplicaOfDone(now=now, primary=primary, address=address,
                                                         target=target, epoch=epoch, ok=ok))
             case Publish(channel, message):
@@ -178,10 +182,10 @@ class World:
                 if n.role is Role.REPLICA and n.master == node.address and n.alive
             )
             return InstanceInfo(role=Role.PRIMARY, run_id=f"run{node.address.port}", replid=node.replid,
-                                offset=node.offset, replicas=links)
+                                replid2=node.replid2, offset=node.offset, replicas=links)
         master = self.nodes.get(node.master) if node.master else None
         return InstanceInfo(role=Role.REPLICA, run_id=f"run{node.address.port}", replid=node.replid,
-                            offset=node.offset, master=node.master,
+                            replid2=node.replid2, offset=node.offset, master=node.master,
                             link_up=bool(master and master.alive and not master.paused),
                             priority=node.priority)
 

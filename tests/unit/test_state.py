@@ -19,7 +19,11 @@ STATE = DurableState(
             current_epoch=7, voted_epoch=7, voted_for="w2", config_epoch=6, address=Address("10.0.0.11", 6379)
         ),
         "v6": PrimaryDurable(
-            current_epoch=2, voted_epoch=1, voted_for="w1", address=Address("2001:db8::1", 6380)
+            current_epoch=2,
+            voted_epoch=1,
+            voted_for="w1",
+            address=Address("2001:db8::1", 6380),
+            known=(Address("2001:db8::1", 6380), Address("2001:db8::2", 6380)),
         ),
         "fresh": PrimaryDurable(),
     }
@@ -57,6 +61,7 @@ def test_the_file_is_versioned_json(tmp_path: Path) -> None:
         "voted_for": "w2",
         "config_epoch": 6,
         "address": {"host": "10.0.0.11", "port": 6379},
+        "known": [],
     }
     assert document["primaries"]["fresh"]["address"] is None
 
@@ -160,6 +165,7 @@ def _doc(**entry: object) -> str:
         "voted_for": "w1",
         "config_epoch": 1,
         "address": None,
+        "known": [],
     }
     fields.update(entry)
     return json.dumps({"version": 1, "primaries": {"m": fields}})
@@ -190,6 +196,9 @@ CORRUPT: list[tuple[str, str | bytes, str]] = [
         "expected the keys",
     ),
     ("unknown-key", _doc(leader="w1"), "primaries.m: expected the keys"),
+    ("known-not-list", _doc(known={"host": "h", "port": 1}), "primaries.m.known: expected a list"),
+    ("known-null-item", _doc(known=[None]), "primaries.m.known[0]: expected an object with host and port"),
+    ("known-bad-port", _doc(known=[{"host": "h", "port": -1}]), "primaries.m.known[0].port: expected an"),
     ("duplicate", '{"version": 1, "version": 1, "primaries": {}}', "duplicate key 'version'"),
 ]
 
@@ -206,9 +215,12 @@ def test_a_corrupt_file_raises_state_error_naming_file_and_fault(
 
 
 def test_a_valid_hand_written_file_loads(tmp_path: Path) -> None:
-    path = _write(tmp_path / "state.json", _doc(address={"host": "h", "port": 6379}))
+    known = [{"host": "h", "port": 6379}, {"host": "r", "port": 6380}]
+    path = _write(tmp_path / "state.json", _doc(address={"host": "h", "port": 6379}, known=known))
     assert load_state(path) == DurableState(
-        primaries={"m": PrimaryDurable(1, 1, "w1", 1, Address("h", 6379))}
+        primaries={
+            "m": PrimaryDurable(1, 1, "w1", 1, Address("h", 6379), (Address("h", 6379), Address("r", 6380)))
+        }
     )
 
 
