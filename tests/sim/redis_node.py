@@ -25,6 +25,7 @@ replid's parent (replid, offset), so "is this data a prefix of that data" is exa
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from haredis.core.events import FailureKind
@@ -37,6 +38,12 @@ if TYPE_CHECKING:
     from .world import World
 
 PING, INFO, PROMOTE, REPLICAOF = 0, 1, 2, 3
+NO_REPLID = "0" * 40  # what Redis reports as master_replid2 when there is none
+
+# Redis also reports second_repl_offset (the first offset NOT shared with replid2's history);
+# fill it in if the core's InstanceInfo has grown a field for it.
+_INFO_FIELDS = {f.name for f in dataclasses.fields(InstanceInfo)}
+_SECOND_OFFSET_FIELD = next((n for n in ("second_repl_offset", "second_offset") if n in _INFO_FIELDS), None)
 
 
 class Request:
@@ -315,26 +322,31 @@ class FakeRedis:
             and other.link_up
             and other.master == self.address
         )
+        extra: dict[str, Any] = {}
+        if _SECOND_OFFSET_FIELD is not None:
+            extra[_SECOND_OFFSET_FIELD] = self.second_offset + 1 if self.replid2 else -1
         if self.role is Role.PRIMARY:
             return InstanceInfo(
                 role=Role.PRIMARY,
                 run_id=self.run_id,
                 replid=self.replid,
-                replid2=self.replid2,
+                replid2=self.replid2 or NO_REPLID,
                 offset=self.offset(),
                 replicas=links,
+                **extra,
             )
         return InstanceInfo(
             role=Role.REPLICA,
             run_id=self.run_id,
             replid=self.replid,
-            replid2=self.replid2,
+            replid2=self.replid2 or NO_REPLID,
             offset=self.offset(),
             master=self.master,
             link_up=self.link_up,
             link_down_seconds=0.0 if self.link_up else round(now - self.link_down_since, 3),
             priority=self.priority,
             replicas=links,
+            **extra,
         )
 
     def replicaof_no_one(self) -> None:
