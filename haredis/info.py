@@ -12,6 +12,7 @@ InstanceInfo              INFO
 role                      ``role:master`` / ``role:slave``; anything else or absent: UNKNOWN
 run_id                    ``run_id``
 replid, replid2           ``master_replid``, ``master_replid2``
+second_repl_offset        ``second_repl_offset`` (-1 when there is no replid2 history)
 offset                    primary: ``master_repl_offset``; replica: ``slave_repl_offset``, else
                           ``master_repl_offset``
 master                    ``master_host`` + ``master_port``
@@ -159,6 +160,7 @@ def instance_info(text: str) -> InstanceInfo:
         replid=fields.get("master_replid", "").strip(),
         replid2=fields.get("master_replid2", "").strip(),
         offset=offset,
+        second_repl_offset=_int(fields.get("second_repl_offset", "-1").strip(), -1),
         master=master,
         link_up=link_up,
         link_down_seconds=link_down_seconds,

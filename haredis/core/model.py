@@ -67,6 +67,9 @@ class InstanceInfo:
     replid: str = ""
     replid2: str = ""
     offset: int = 0  # master_repl_offset on a primary; slave_repl_offset on a replica
+    # second_repl_offset: the first offset NOT shared with the replid2 history (-1: none).
+    # On a promoted primary it is the fork point: data past it on the old history diverged.
+    second_repl_offset: int = -1
     # Replica-only fields.
     master: Address | None = None
     link_up: bool = False

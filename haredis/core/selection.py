@@ -41,26 +41,37 @@ class Verdict:
     run_id: str
 
 
-def _same_history(info: InstanceInfo, history: tuple[str, str]) -> bool:
+@dataclass(frozen=True, slots=True)
+class History:
+    """The primary's replication history, as far as we know it ("" / -1: unknown)."""
+
+    replid: str = ""
+    replid2: str = ""  # the history it was promoted from
+    fork: int = -1  # second_repl_offset: the first offset NOT shared with replid2
+
+
+def _same_history(info: InstanceInfo, history: History) -> bool:
     """Is this replica's data a prefix of the primary's history?
 
-    `history` is (the primary's replid, the replid it was promoted from); either may be
-    unknown (""). A replica on the primary's replid, or still on the replid the primary was
-    promoted from (not yet resynced), shares its history. A replica whose own replid2 is
-    the primary's replid was PROMOTED from it at some point and diverged: excluded. When
-    the primary's own replid is not known yet (a topology learned from a peer), a replica
-    that already resynced to it shows the predecessor as its replid2: accepted."""
-    replid, replid2 = history
-    if not replid and not replid2:
-        return True  # nothing known yet (first start): no history to hold anyone to
-    if info.replid and info.replid in (replid, replid2):
+    * On the primary's replid: yes.
+    * Still on the replid the primary was promoted from (not resynced yet): yes, if it does
+      not reach past the fork point; a replica that went on taking writes on the old history
+      after the fork (an old primary that kept accepting writes) has diverged.
+    * Its own replid2 is the primary's replid: it was PROMOTED away from the primary's
+      history at some point and may have taken writes: excluded.
+    * The primary's replid is not known yet (a topology learned from a peer): a replica
+      that already resynced to it shows the predecessor as its replid2: yes.
+    * Nothing known (first start): no history to hold anyone to."""
+    if not history.replid and not history.replid2:
         return True
-    return not replid and bool(replid2) and info.replid2 == replid2
+    if info.replid and info.replid == history.replid:
+        return True
+    if info.replid and info.replid == history.replid2:
+        return history.fork < 0 or info.offset < history.fork
+    return not history.replid and bool(history.replid2) and info.replid2 == history.replid2
 
 
-def _exclusion(
-    c: Candidate, history: tuple[str, str], max_info_age: float, max_link_down: float
-) -> str | None:
+def _exclusion(c: Candidate, history: History, max_info_age: float, max_link_down: float) -> str | None:
     if c.down:
         return "down"
     if not c.reachable:
@@ -84,7 +95,7 @@ def _exclusion(
 def rank(
     candidates: list[Candidate],
     *,
-    history: tuple[str, str],
+    history: History,
     primary_offset: int | None,
     max_info_age: float,
     max_link_down: float,

@@ -127,6 +127,7 @@ class _Group:
         # (after a switch: the old primary's). Candidates must belong to it.
         self.primary_replid = ""
         self.primary_replid2 = ""
+        self.primary_fork = -1  # its second_repl_offset
         self.primary_offset: int | None = None
         self.last_gossip: PrimaryGossip | None = None
         self.instance(self.address, now)
@@ -354,6 +355,7 @@ class Watcher:
                 group.primary_replid = info.replid
                 if info.replid2.strip("0"):
                     group.primary_replid2 = info.replid2
+                    group.primary_fork = info.second_repl_offset
                 group.primary_offset = info.offset
                 group.role_mismatch_since = None
                 for link in info.replicas:
@@ -654,7 +656,7 @@ class Watcher:
         down_for = now - primary_det.down_since if primary_det.down_since is not None else 0.0
         return selection.rank(
             candidates,
-            history=(group.primary_replid, group.primary_replid2),
+            history=selection.History(group.primary_replid, group.primary_replid2, group.primary_fork),
             primary_offset=group.primary_offset,
             max_info_age=max_info_age,
             max_link_down=down_for + _LINK_DOWN_FACTOR * s.down_after,
@@ -789,6 +791,7 @@ class Watcher:
         # its new replid, the old replid is what its replicas share.
         if group.primary_replid:
             group.primary_replid2 = group.primary_replid
+            group.primary_fork = -1
         group.primary_replid = ""
         group.primary_offset = None
         group.role_mismatch_since = None

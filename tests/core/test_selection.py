@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from haredis.core.model import Address, InstanceInfo, Role
-from haredis.core.selection import Candidate, Verdict, best, rank, within_lag
+from haredis.core.selection import Candidate, History, Verdict, best, rank, within_lag
 
 PRIMARY = Address("10.0.0.1", 6379)
 HISTORY = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
@@ -50,7 +50,7 @@ def ranked(
 ) -> list[Verdict]:
     return rank(
         cands,
-        history=(expected, predecessor),
+        history=History(expected, predecessor),
         primary_offset=primary_offset,
         max_info_age=MAX_INFO_AGE,
         max_link_down=MAX_LINK_DOWN,
@@ -281,3 +281,21 @@ def test_the_gated_choice_is_eligible_within_the_gate_and_unbeaten(cands: list[C
         return
     assert chosen is not None and chosen.eligible and chosen.lag is not None and chosen.lag <= gate
     assert all(_rank_key(chosen) <= _rank_key(v) for v in fit)
+
+
+def test_a_replica_on_the_predecessor_history_past_the_fork_point_has_diverged() -> None:
+    # The primary was promoted from OTHER at offset 500 (second_repl_offset 501). A replica
+    # still on OTHER at offset 400 holds a prefix; one at 600 kept taking writes as a
+    # primary after the fork (an old primary converted late) and must not be promoted.
+    def verdict(offset: int) -> Verdict:
+        [v] = rank(
+            [cand(1, replid=OTHER, replid2="", offset=offset)],
+            history=History(HISTORY, OTHER, fork=501),
+            primary_offset=None,
+            max_info_age=MAX_INFO_AGE,
+            max_link_down=MAX_LINK_DOWN,
+        )
+        return v
+
+    assert verdict(400).eligible and verdict(500).eligible
+    assert not verdict(501).eligible and verdict(600).reason.startswith("other history")
