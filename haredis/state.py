@@ -24,7 +24,7 @@ __all__ = ["VERSION", "StateError", "load_state", "save_state"]
 
 VERSION: Final = 1
 _INT_FIELDS: Final = ("current_epoch", "voted_epoch", "config_epoch")
-_FIELDS: Final = frozenset((*_INT_FIELDS, "voted_for", "address", "known"))
+_FIELDS: Final = frozenset((*_INT_FIELDS, "voted_for", "address", "known", "replid", "replid2", "fork"))
 
 
 class StateError(Exception):
@@ -98,6 +98,9 @@ def _encode(entry: PrimaryDurable) -> dict[str, object]:
         # An object, not "host:port": no quoting rules to get wrong for IPv6 hosts.
         "address": None if address is None else {"host": address.host, "port": address.port},
         "known": [{"host": a.host, "port": a.port} for a in entry.known],
+        "replid": entry.replid,
+        "replid2": entry.replid2,
+        "fork": entry.fork,
     }
 
 
@@ -144,6 +147,12 @@ def _decode(name: str, document: object) -> DurableState:
             if decoded is None:
                 raise fail(f"{where}.known[{i}]", "expected an object with host and port, got null")
             known.append(decoded)
+        for key in ("replid", "replid2"):
+            if not isinstance(entry[key], str) or len(entry[key]) > 64:
+                raise fail(f"{where}.{key}", f"expected a replication id string, got {entry[key]!r}")
+        fork = entry["fork"]
+        if type(fork) is not int or fork < -1:
+            raise fail(f"{where}.fork", f"expected an integer >= -1, got {fork!r}")
         result[primary] = PrimaryDurable(
             current_epoch=numbers["current_epoch"],
             voted_epoch=numbers["voted_epoch"],
@@ -151,6 +160,9 @@ def _decode(name: str, document: object) -> DurableState:
             config_epoch=numbers["config_epoch"],
             address=_decode_address(name, f"{where}.address", entry["address"]),
             known=tuple(known),
+            replid=entry["replid"],
+            replid2=entry["replid2"],
+            fork=fork,
         )
     return DurableState(primaries=result)
 

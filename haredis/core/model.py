@@ -144,6 +144,11 @@ class PrimaryDurable:
     # Sentinel's known-replica lines, so a stray primary that no current primary lists as
     # its replica (a returning old primary) is still known, probed and demoted.
     known: tuple[Address, ...] = ()
+    # The primary's replication history (see selection.History): kept across restarts so
+    # a restarted watcher still refuses a replica whose data diverged from the primary's.
+    replid: str = ""
+    replid2: str = ""
+    fork: int = -1
 
 
 @dataclass(frozen=True, slots=True)

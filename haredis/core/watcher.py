@@ -123,11 +123,6 @@ class _Group:
         self.odown_votes = 0
         self.primary_down = False
         self.role_mismatch_since: float | None = None
-        # The replication history of the primary: its replid, and the one it came from
-        # (after a switch: the old primary's). Candidates must belong to it.
-        self.primary_replid = ""
-        self.primary_replid2 = ""
-        self.primary_fork = -1  # its second_repl_offset
         self.primary_offset: int | None = None
         self.last_gossip: PrimaryGossip | None = None
         self.instance(self.address, now)
@@ -352,10 +347,11 @@ class Watcher:
         info = event.info
         if event.address == group.address:
             if info.role is Role.PRIMARY:
-                group.primary_replid = info.replid
+                d = group.durable
                 if info.replid2.strip("0"):
-                    group.primary_replid2 = info.replid2
-                    group.primary_fork = info.second_repl_offset
+                    self._set_history(group, info.replid, info.replid2, info.second_repl_offset)
+                else:
+                    self._set_history(group, info.replid, d.replid2, d.fork)
                 group.primary_offset = info.offset
                 group.role_mismatch_since = None
                 for link in info.replicas:
@@ -656,7 +652,7 @@ class Watcher:
         down_for = now - primary_det.down_since if primary_det.down_since is not None else 0.0
         return selection.rank(
             candidates,
-            history=selection.History(group.primary_replid, group.primary_replid2, group.primary_fork),
+            history=selection.History(group.durable.replid, group.durable.replid2, group.durable.fork),
             primary_offset=group.primary_offset,
             max_info_age=max_info_age,
             max_link_down=down_for + _LINK_DOWN_FACTOR * s.down_after,
@@ -722,6 +718,12 @@ class Watcher:
         new = fo.target
         self._emit(Publish("+promoted-slave", _describe(group, new)))
         self._switch(group, fo.epoch, new, leader=True)
+        target_info = group.instances[new].info
+        if target_info is not None and target_info.role is Role.REPLICA:
+            # Until the new primary's INFO reports its fork point (second_repl_offset), the
+            # offset we selected it at is a safe lower bound: whatever a replica holds of the
+            # old history beyond it may have been written after the fork.
+            self._set_history(group, "", group.durable.replid2, target_info.offset + 1)
         self._ask_info(group, group.instances[new])  # learn its new replid now, not in a period
         self._fire(group, Trigger.PROMOTED)
         # Repoint every other replica that answers, and the old primary if it answers.
@@ -789,10 +791,10 @@ class Watcher:
         group.last_failover_at = self._now
         # The new primary's history descends from the old one's: until its INFO tells us
         # its new replid, the old replid is what its replicas share.
-        if group.primary_replid:
-            group.primary_replid2 = group.primary_replid
-            group.primary_fork = -1
-        group.primary_replid = ""
+        if group.durable.replid:
+            self._set_history(group, "", group.durable.replid, -1)
+        else:
+            self._set_history(group, "", group.durable.replid2, -1)
         group.primary_offset = None
         group.role_mismatch_since = None
         if group.odown:
@@ -919,6 +921,12 @@ class Watcher:
         dirty.clear()
         if changed and self.settings.electorate > 1:
             self._emit(SendGossip(Gossip(self.name, self.in_hold, tuple(changed))))
+
+    def _set_history(self, group: _Group, replid: str, replid2: str, fork: int) -> None:
+        """Record the primary's replication history (durable: see PrimaryDurable)."""
+        d = group.durable
+        if (d.replid, d.replid2, d.fork) != (replid, replid2, fork):
+            self._set_durable(group, replace(d, replid=replid, replid2=replid2, fork=fork))
 
     def _remember_instances(self, group: _Group) -> None:
         known = tuple(sorted(group.instances))

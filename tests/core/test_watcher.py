@@ -320,8 +320,8 @@ def test_a_higher_config_epoch_from_a_peer_is_adopted() -> None:
     actions = rig.gossip("w2", current_epoch=4, config_epoch=4, address=R1)
     assert isinstance(actions[0], PersistState)
     persisted = actions[0].state.get(NAME)
-    assert persisted == PrimaryDurable(current_epoch=4, config_epoch=4, address=R1, known=persisted.known)
-    assert {P, R1} <= set(persisted.known)
+    assert (persisted.current_epoch, persisted.config_epoch, persisted.address) == (4, 4, R1)
+    assert persisted.voted_epoch == 0 and {P, R1} <= set(persisted.known)
     [(_, _, switch)] = rig.events("+switch-master")
     assert switch == f"{NAME} {P.host} {P.port} {R1.host} {R1.port}"
     assert rig.events("+config-update-from")[0][2] == f"sentinel w2 @ {NAME} 4"

@@ -24,6 +24,9 @@ STATE = DurableState(
             voted_for="w1",
             address=Address("2001:db8::1", 6380),
             known=(Address("2001:db8::1", 6380), Address("2001:db8::2", 6380)),
+            replid="a" * 40,
+            replid2="b" * 40,
+            fork=12345,
         ),
         "fresh": PrimaryDurable(),
     }
@@ -62,6 +65,9 @@ def test_the_file_is_versioned_json(tmp_path: Path) -> None:
         "config_epoch": 6,
         "address": {"host": "10.0.0.11", "port": 6379},
         "known": [],
+        "replid": "",
+        "replid2": "",
+        "fork": -1,
     }
     assert document["primaries"]["fresh"]["address"] is None
 
@@ -166,6 +172,9 @@ def _doc(**entry: object) -> str:
         "config_epoch": 1,
         "address": None,
         "known": [],
+        "replid": "",
+        "replid2": "",
+        "fork": -1,
     }
     fields.update(entry)
     return json.dumps({"version": 1, "primaries": {"m": fields}})
@@ -198,6 +207,8 @@ CORRUPT: list[tuple[str, str | bytes, str]] = [
     ("unknown-key", _doc(leader="w1"), "primaries.m: expected the keys"),
     ("known-not-list", _doc(known={"host": "h", "port": 1}), "primaries.m.known: expected a list"),
     ("known-null-item", _doc(known=[None]), "primaries.m.known[0]: expected an object with host and port"),
+    ("fork-too-low", _doc(fork=-2), "primaries.m.fork: expected an integer >= -1, got -2"),
+    ("replid-not-string", _doc(replid=5), "primaries.m.replid: expected a replication id string"),
     ("known-bad-port", _doc(known=[{"host": "h", "port": -1}]), "primaries.m.known[0].port: expected an"),
     ("duplicate", '{"version": 1, "version": 1, "primaries": {}}', "duplicate key 'version'"),
 ]
