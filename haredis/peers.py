@@ -149,6 +149,9 @@ def encode_message(message: PeerMessage) -> bytes:
                     "voted_epoch": p.voted_epoch,
                     "voted_for": p.voted_for,
                     "leading_epoch": p.leading_epoch,
+                    "replid": p.replid,
+                    "replid2": p.replid2,
+                    "fork": p.fork,
                 }
                 for p in message.primaries
             ],
@@ -208,6 +211,12 @@ class _Fields:
             raise PeerMessageError("malformed", f"{self.what}.{key} must be a boolean")
         return value
 
+    def get_replid(self, key: str) -> str:
+        value = self.obj[key]
+        if not isinstance(value, str) or not _REPLID_RE.fullmatch(value):
+            raise PeerMessageError("malformed", f"{self.what}.{key} must be a replication id (hex, or empty)")
+        return value
+
     def get_name(self, key: str, *, allow_empty: bool = False) -> str:
         value = self.obj[key]
         if not isinstance(value, str) or not _name_ok(value, allow_empty=allow_empty):
@@ -225,6 +234,7 @@ class _Fields:
 
 
 _ADDRESS_KEYS: Final = frozenset({"host", "port"})
+_REPLID_RE: Final = re.compile(r"[0-9a-fA-F]{0,64}")
 _PRIMARY_KEYS: Final = frozenset(
     {
         "name",
@@ -235,6 +245,9 @@ _PRIMARY_KEYS: Final = frozenset(
         "voted_epoch",
         "voted_for",
         "leading_epoch",
+        "replid",
+        "replid2",
+        "fork",
     }
 )
 _GOSSIP_KEYS: Final = frozenset({"type", "sender", "in_hold", "primaries"})
@@ -298,6 +311,9 @@ def decode_message(data: bytes) -> PeerMessage:
                     voted_epoch=p.get_int("voted_epoch"),
                     voted_for=p.get_name("voted_for", allow_empty=True),
                     leading_epoch=p.get_int("leading_epoch"),
+                    replid=p.get_replid("replid"),
+                    replid2=p.get_replid("replid2"),
+                    fork=p.get_int("fork", lo=-1),
                 )
             )
         return Gossip(

@@ -20,6 +20,11 @@ class PrimaryGossip:
     voted_epoch: int = 0
     voted_for: str = ""
     leading_epoch: int = 0  # epoch of a failover the sender is leading now, 0 if none
+    # The primary's replication history as the sender knows it (see selection.History), so
+    # a watcher that never reached the new primary still learns its fork point.
+    replid: str = ""
+    replid2: str = ""
+    fork: int = -1
 
 
 @dataclass(frozen=True, slots=True)

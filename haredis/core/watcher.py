@@ -383,6 +383,8 @@ class Watcher:
             self._adopt_epoch(group, view.current_epoch)
             if view.config_epoch > group.durable.config_epoch:
                 self._adopt_config(group, view.config_epoch, view.address, source=gossip.sender)
+            if view.config_epoch == group.durable.config_epoch:
+                self._learn_history(group, view)
             self._evaluate(group)
 
     def _on_vote_request(self, event: VoteRequested) -> None:
@@ -902,6 +904,9 @@ class Watcher:
             voted_epoch=d.voted_epoch,
             voted_for=d.voted_for,
             leading_epoch=fo.epoch if fo is not None and fo.phase is not Phase.ELECTION else 0,
+            replid=d.replid,
+            replid2=d.replid2,
+            fork=d.fork,
         )
 
     def _mark_dirty(self, group: _Group) -> None:
@@ -921,6 +926,17 @@ class Watcher:
         dirty.clear()
         if changed and self.settings.electorate > 1:
             self._emit(SendGossip(Gossip(self.name, self.in_hold, tuple(changed))))
+
+    def _learn_history(self, group: _Group, view: PrimaryGossip) -> None:
+        """Fill in what we do not know of the primary's history from a peer on the same
+        topology (never overwrite what we read ourselves)."""
+        d = group.durable
+        replid = d.replid or view.replid
+        replid2 = d.replid2 or view.replid2
+        fork = d.fork
+        if fork < 0 and view.fork >= 0 and view.replid2 == replid2:
+            fork = view.fork
+        self._set_history(group, replid, replid2, fork)
 
     def _set_history(self, group: _Group, replid: str, replid2: str, fork: int) -> None:
         """Record the primary's replication history (durable: see PrimaryDurable)."""
