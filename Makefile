@@ -43,7 +43,7 @@ sim: venv
 	$(PY) -m tests.sim --seeds $(SEEDS)
 
 demo: system-deps venv
-	$(PY) -m haredis.demo
+	$(PY) -m tests.demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

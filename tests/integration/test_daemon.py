@@ -231,3 +231,32 @@ def test_watcher_killed_mid_failover_and_restarted_keeps_one_primary_and_epochs(
     time.sleep(2.0)
     masters = [a for a, r in roles(redis).items() if r == "master"]
     assert masters == [new]
+
+
+def test_redis_py_sentinel_client_discovers_writes_and_follows_a_failover(
+    redis_cluster: Callable[..., RedisCluster], watchers: Callable[..., HaredisCluster]
+) -> None:
+    from redis.sentinel import Sentinel
+
+    redis = redis_cluster(replicas=2)
+    cluster = watchers(redis.primary.address)
+    cluster.wait_agree(redis.primary.address)
+    sentinel = Sentinel([("127.0.0.1", w.port) for w in cluster.watchers], socket_timeout=0.5)
+    assert sentinel.discover_master("mymaster") == (redis.primary.address.host, redis.primary.address.port)
+    replicas = set(sentinel.discover_slaves("mymaster"))
+    assert replicas == {(r.address.host, r.address.port) for r in redis.replicas}
+    primary = sentinel.master_for("mymaster", socket_timeout=0.5, decode_responses=True)
+    primary.set("before", "1")
+    redis.wait_synced()
+    redis.primary.kill()
+    # The same client object keeps working: it re-discovers the new primary on reconnect.
+    wait_until(lambda: primary.set("after", "2"), FAILOVER_DEADLINE, "writes through the Sentinel client")
+    host, port = sentinel.discover_master("mymaster")
+    assert (host, port) != (redis.primary.address.host, redis.primary.address.port)
+    assert primary.get("before") == "1" and primary.get("after") == "2"
+    reader = sentinel.slave_for("mymaster", socket_timeout=0.5, decode_responses=True)
+    wait_until(lambda: reader.get("after") == "2", 10, "the remaining replica to serve the new write")
+    primary.connection_pool.disconnect()
+    reader.connection_pool.disconnect()
+    for s in sentinel.sentinels:
+        s.close()
