@@ -347,11 +347,12 @@ class Watcher:
         info = event.info
         if event.address == group.address:
             if info.role is Role.PRIMARY:
-                d = group.durable
+                # What the primary itself reports is the truth: no replid2 (all zeros) means
+                # its history starts at its replid (never promoted, or restarted empty).
                 if info.replid2.strip("0"):
                     self._set_history(group, info.replid, info.replid2, info.second_repl_offset)
                 else:
-                    self._set_history(group, info.replid, d.replid2, d.fork)
+                    self._set_history(group, info.replid, "", -1)
                 group.primary_offset = info.offset
                 group.role_mismatch_since = None
                 for link in info.replicas:
@@ -931,12 +932,12 @@ class Watcher:
         """Fill in what we do not know of the primary's history from a peer on the same
         topology (never overwrite what we read ourselves)."""
         d = group.durable
-        replid = d.replid or view.replid
-        replid2 = d.replid2 or view.replid2
-        fork = d.fork
-        if fork < 0 and view.fork >= 0 and view.replid2 == replid2:
-            fork = view.fork
-        self._set_history(group, replid, replid2, fork)
+        if d.replid or not view.replid:
+            # We read the primary's own INFO (the truth), or the peer knows no more than we.
+            if not d.replid and d.fork < 0 and view.fork >= 0 and view.replid2 == d.replid2:
+                self._set_history(group, d.replid, d.replid2, view.fork)
+            return
+        self._set_history(group, view.replid, view.replid2, view.fork)
 
     def _set_history(self, group: _Group, replid: str, replid2: str, fork: int) -> None:
         """Record the primary's replication history (durable: see PrimaryDurable)."""
