@@ -57,6 +57,10 @@ def _tls_context(p: PrimaryConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+def _credentials(p: PrimaryConfig) -> tuple[object, ...]:
+    return (p.username, p.password, p.tls, p.tls_ca_file, p.tls_cert_file, p.tls_key_file)
+
+
 class Daemon:
     def __init__(self, config: Config, config_path: str) -> None:
         self.config = config
@@ -299,13 +303,33 @@ class Daemon:
             systemd.ready(f"reload rejected: {exc}")
             return
         old = self.config
-        if new.watcher.name != old.watcher.name or new.watcher.port != old.watcher.port:
-            log.warning("reload: name and port changes need a restart; ignoring them")
-        if new.to_core() != old.to_core() and self.runtime is not None:
-            log.warning("reload: timing and primary changes need a restart in this version")
+        runtime = self.runtime
+        assert runtime is not None
+        try:
+            actions = runtime.watcher.reconfigure(new.to_core())
+        except ValueError as exc:
+            log.error("reload rejected: keeping the running config", extra={"error": str(exc)})
+            systemd.ready(f"reload rejected: {exc}")
+            return
+        runtime.run_actions(actions)
+        restart_only = [
+            key
+            for key in ("bind", "port", "peers", "secret", "client_password", "data_dir", "announce")
+            if getattr(new.watcher, key) != getattr(old.watcher, key)
+        ]
+        if restart_only:
+            log.warning(
+                "reload: these keys need a restart and keep their old values", extra={"keys": restart_only}
+            )
+        self.config = new
+        # Links are built from the config on first use: drop those whose credentials changed.
+        for p in new.primaries:
+            before = old.primary(p.name)
+            if before is not None and _credentials(before) != _credentials(p):
+                runtime.forget_links(p.name)
         if self._log_handle is not None:
             self._log_handle.set_level(new.watcher.log_level)
-        log.info("reloaded", extra={"event": "reload"})
+        log.info("reloaded", extra={"event": "reload", "file": self.config_path})
         systemd.ready(self._last_status)
 
     async def _shutdown(self) -> None:

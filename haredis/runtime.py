@@ -144,6 +144,10 @@ class Runtime:
             self.stats.cycle_errors += 1
             log.exception("core failed on an event", extra={"event": type(event).__name__})
             return
+        self.run_actions(actions)
+
+    def run_actions(self, actions: list[Action]) -> None:
+        """Execute a batch from the core in order; a failed PersistState stops everything."""
         for action in actions:
             try:
                 self._execute(action)
@@ -194,6 +198,11 @@ class Runtime:
                 self._peers.send_to(to, reply)
             case Publish(channel, message):
                 self._publish(channel, message)
+
+    def forget_links(self, primary: str) -> None:
+        """Close the links of one primary (its credentials changed); re-created on next use."""
+        for key in [k for k in self._links if k[0] == primary]:
+            self._spawn(self._links.pop(key).close())
 
     def link(self, primary: str, address: Address, purpose: str) -> RedisPort:
         key = (primary, address, purpose)

@@ -1,0 +1,126 @@
+"""The daemon's life: refusing to start, reload on SIGHUP, clean SIGTERM, restart with state."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .haredis_procs import HaredisCluster, wait_until
+from .redis_procs import RedisProc
+
+
+def run_cli(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "haredis", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_check_config_accepts_the_shipped_example_shape(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("x" * 32)
+    conf = tmp_path / "h.toml"
+    conf.write_text(
+        f"""
+[watcher]
+name = "w1"
+peers = ["127.0.0.1:26380"]
+data_dir = "{tmp_path / "data"}"
+secret_file = "secret"
+[[primaries]]
+name = "mymaster"
+address = "127.0.0.1:6379"
+quorum = 2
+"""
+    )
+    result = run_cli("check-config", str(conf))
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout and "primary mymaster at 127.0.0.1:6379 quorum=2" in result.stdout
+
+
+def test_a_bad_config_names_the_key_and_the_daemon_refuses_to_start(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.toml"
+    conf.write_text(
+        f"""
+[watcher]
+name = "w1"
+data_dir = "{tmp_path}"
+[[primaries]]
+name = "mymaster"
+address = "127.0.0.1:6379"
+quorum = 5
+"""
+    )
+    for command in (["check-config", str(conf)], ["run", "-c", str(conf)]):
+        result = run_cli(*command)
+        assert result.returncode == 3, (command, result.stdout, result.stderr)
+        assert f"{conf}: primaries[0].quorum: expected an integer in 1..1" in result.stderr
+
+
+def test_a_corrupt_state_file_stops_the_daemon_before_it_serves(
+    tmp_path: Path, redis_proc: Callable[..., RedisProc]
+) -> None:
+    primary = redis_proc()
+    cluster = HaredisCluster(primary.address, watchers=1, quorum=1, workdir=str(tmp_path))
+    try:
+        w = cluster.watchers[0]
+        w.state_file.parent.mkdir(parents=True)
+        w.state_file.write_text('{"version": 1, "primaries": {"mymaster": {"current_epoch": true}}}')
+        w.start(wait=False)
+        assert w.popen is not None
+        assert w.popen.wait(20) == 5
+        assert "state" in w.log_text() and "mymaster" in w.log_text()
+    finally:
+        cluster.close()
+
+
+def test_sigterm_stops_cleanly_and_a_restart_resumes_from_the_persisted_state(
+    tmp_path: Path, redis_proc: Callable[..., RedisProc]
+) -> None:
+    primary = redis_proc()
+    cluster = HaredisCluster(primary.address, watchers=1, quorum=1, workdir=str(tmp_path))
+    try:
+        cluster.start()
+        w = cluster.watchers[0]
+        wait_until(lambda: w.master_addr() == primary.address, 10, "the watcher to answer")
+        # Plant a state as if a failover had happened at epoch 7, then restart.
+        assert w.terminate() == 0
+        log = w.log_text()
+        assert "stopping" in log
+        state = json.loads(w.state_file.read_text())
+        state["primaries"]["mymaster"].update(current_epoch=7, config_epoch=7)
+        w.state_file.write_text(json.dumps(state))
+        w.start()
+        info = w.master_info()
+        assert info["config-epoch"] == "7"
+        assert w.terminate() == 0
+        assert json.loads(w.state_file.read_text())["primaries"]["mymaster"]["config_epoch"] == 7
+    finally:
+        cluster.close()
+
+
+def test_sighup_applies_a_new_config_and_keeps_the_old_one_when_broken(
+    tmp_path: Path, redis_proc: Callable[..., RedisProc]
+) -> None:
+    primary = redis_proc()
+    cluster = HaredisCluster(primary.address, watchers=1, quorum=1, workdir=str(tmp_path))
+    try:
+        cluster.start()
+        w = cluster.watchers[0]
+        assert w.master_info()["down-after-milliseconds"] == "1000"
+        assert w.popen is not None
+        original = w.config_path.read_text()
+        w.config_path.write_text(original.replace("down_after_ms = 1000", "down_after_ms = 4000"))
+        w.popen.send_signal(signal.SIGHUP)
+        wait_until(lambda: w.master_info()["down-after-milliseconds"] == "4000", 10, "the reload to apply")
+        # A broken file is rejected; the running config (4000) stays and the daemon keeps serving.
+        w.config_path.write_text(original.replace("quorum = 1", "quorum = 9"))
+        w.popen.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reload rejected" in w.log_text(), 10, "the rejection to be logged")
+        assert w.master_info()["down-after-milliseconds"] == "4000"
+        assert "primaries[0].quorum" in w.log_text()
+        assert w.popen.poll() is None
+    finally:
+        cluster.close()
