@@ -175,28 +175,39 @@ def test_lagging_replica_loses_to_a_fresh_one(
     cluster = watchers(redis.primary.address, down_after_ms=1500)
     cluster.wait_agree(redis.primary.address)
     lagging, fresh = redis.replicas
-    # Freeze one replica while the primary takes writes: it falls behind by real bytes.
+    # Freeze one replica while the primary takes writes. The writes must exceed what the
+    # kernel buffers on the frozen replica's socket (a few MB at most): that part would
+    # still reach it after SIGCONT. The rest sits in the primary's output buffer and dies
+    # with it, so the frozen replica really is behind, by megabytes.
     lagging.stop()
     client = redis.primary.client()
-    for i in range(2000):
-        client.set(f"lag{i}", "x" * 100)
+    value = "x" * 1000
+    for batch in range(40):
+        pipe = client.pipeline(transaction=False)
+        for i in range(1000):
+            pipe.set(f"lag{batch * 1000 + i}", value)
+        pipe.execute()
     wait_until(
         lambda: (
             fresh.info("replication")["slave_repl_offset"]
             == redis.primary.info("replication")["master_repl_offset"]
         ),
-        5,
+        10,
         "the fresh replica to catch up",
     )
     redis.primary.kill()
     lagging.cont()
+    # The precondition of this test: the frozen replica ends up behind the fresh one.
+    wait_until(lambda: lagging.info("replication")["master_link_status"] == "down", 10, "the link to drop")
+    lag = fresh.info("replication")["slave_repl_offset"] - lagging.info("replication")["slave_repl_offset"]
+    assert lag > 1_000_000
     new = wait_until(
         lambda: (a := cluster.watchers[0].master_addr()) != redis.primary.address and a,
         FAILOVER_DEADLINE,
         "a failover",
     )
     assert new == fresh.address
-    assert fresh.client().get("lag1999") == "x" * 100
+    assert fresh.client().get("lag39999") == value
 
 
 def test_watcher_killed_mid_failover_and_restarted_keeps_one_primary_and_epochs(
