@@ -152,6 +152,9 @@ def encode_message(message: PeerMessage) -> bytes:
                     "replid": p.replid,
                     "replid2": p.replid2,
                     "fork": p.fork,
+                    "maintenance_seq": p.maintenance_seq,
+                    "paused_for": p.paused_for,
+                    "pause_reason": p.pause_reason,
                 }
                 for p in message.primaries
             ],
@@ -211,6 +214,15 @@ class _Fields:
             raise PeerMessageError("malformed", f"{self.what}.{key} must be a boolean")
         return value
 
+    def get_text(self, key: str, *, max_len: int) -> str:
+        value = self.obj[key]
+        if not isinstance(value, str) or len(value) > max_len or _CONTROL_TEXT_RE.search(value):
+            raise PeerMessageError(
+                "malformed",
+                f"{self.what}.{key} must be text of at most {max_len} characters, no control characters",
+            )
+        return value
+
     def get_replid(self, key: str) -> str:
         value = self.obj[key]
         if not isinstance(value, str) or not _REPLID_RE.fullmatch(value):
@@ -235,6 +247,8 @@ class _Fields:
 
 _ADDRESS_KEYS: Final = frozenset({"host", "port"})
 _REPLID_RE: Final = re.compile(r"[0-9a-fA-F]{0,64}")
+_CONTROL_TEXT_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
+MAX_REASON: Final = 200
 _PRIMARY_KEYS: Final = frozenset(
     {
         "name",
@@ -248,6 +262,9 @@ _PRIMARY_KEYS: Final = frozenset(
         "replid",
         "replid2",
         "fork",
+        "maintenance_seq",
+        "paused_for",
+        "pause_reason",
     }
 )
 _GOSSIP_KEYS: Final = frozenset({"type", "sender", "in_hold", "primaries"})
@@ -314,6 +331,9 @@ def decode_message(data: bytes) -> PeerMessage:
                     replid=p.get_replid("replid"),
                     replid2=p.get_replid("replid2"),
                     fork=p.get_int("fork", lo=-1),
+                    maintenance_seq=p.get_int("maintenance_seq"),
+                    paused_for=p.get_int("paused_for"),
+                    pause_reason=p.get_text("pause_reason", max_len=MAX_REASON),
                 )
             )
         return Gossip(

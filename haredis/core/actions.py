@@ -75,6 +75,19 @@ class Promote:
 
 
 @dataclass(frozen=True, slots=True)
+class Switchover:
+    """On the CURRENT primary `old`: FAILOVER TO target TIMEOUT timeout (never FORCE), then
+    wait until the target reports role master, and CLIENT KILL TYPE normal / pubsub on the
+    old primary; answer with SwitchoverDone."""
+
+    primary: str
+    old: Address
+    target: Address
+    epoch: int
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
 class ReplicaOf:
     """REPLICAOF target on the instance, then CLIENT KILL TYPE normal / pubsub; answer with
     ReplicaOfDone. Used to repoint replicas and to demote a returning old primary."""
@@ -104,6 +117,7 @@ Action = (
     | RequestVotes
     | SendVoteReply
     | Promote
+    | Switchover
     | ReplicaOf
     | Publish
 )

@@ -120,6 +120,42 @@ class FailoverCommand:
     primary: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SwitchoverCommand:
+    """An operator asks for a planned switchover of a HEALTHY primary to `target` (or the
+    best replica): Redis's own `FAILOVER TO … TIMEOUT`, which pauses writes until the target
+    has every acknowledged write, so nothing acknowledged is lost. It goes through an
+    election like any failover, so exactly one watcher runs it and the epoch moves with it."""
+
+    now: float
+    primary: str
+    target: Address | None = None
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SwitchoverDone:
+    """Result of a Switchover action. `role_ok`: the target now reports role master."""
+
+    now: float
+    primary: str
+    address: Address  # the target
+    epoch: int
+    role_ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PauseCommand:
+    """Maintenance mode: observe, but start no automatic failover of `primary` for `ttl`
+    seconds (0 resumes). Gossiped to every watcher."""
+
+    now: float
+    primary: str
+    ttl: float
+    reason: str = ""
+
+
 Event = (
     Tick
     | ProbeReply
@@ -132,4 +168,7 @@ Event = (
     | PromoteDone
     | ReplicaOfDone
     | FailoverCommand
+    | SwitchoverCommand
+    | SwitchoverDone
+    | PauseCommand
 )

@@ -108,6 +108,10 @@ class Failover:
     epoch: int
     forced: bool
     started_at: float
+    # A planned switchover (FAILOVER TO on the live primary) rather than a promotion.
+    switchover: bool = False
+    switchover_target: Address | None = None
+    switchover_timeout: float = 10.0
     phase: Phase = Phase.ELECTION
     phase_since: float = 0.0
     votes: set[str] = field(default_factory=set)

@@ -25,6 +25,11 @@ class PrimaryGossip:
     replid: str = ""
     replid2: str = ""
     fork: int = -1
+    # Maintenance: a sequence number ordering pause/resume commands, and the seconds of
+    # pause left as the sender sees it (0: not paused). Durations, not times: clocks differ.
+    maintenance_seq: int = 0
+    paused_for: int = 0  # whole seconds
+    pause_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

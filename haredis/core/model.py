@@ -212,6 +212,7 @@ class PrimaryView:
     failover_epoch: int
     leader: str  # the leader this watcher knows for current_epoch, "" if none
     paused_until: float | None
+    pause_reason: str
     last_failover_at: float | None
     settings: PrimarySettings
 

@@ -42,6 +42,7 @@ Invariants this module maintains (the simulator checks them from outside):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from haredis.core import election, selection
@@ -56,6 +57,7 @@ from haredis.core.actions import (
     RequestVotes,
     SendGossip,
     SendVoteReply,
+    Switchover,
 )
 from haredis.core.agreement import PeerTable
 from haredis.core.detector import Detector
@@ -65,10 +67,13 @@ from haredis.core.events import (
     GossipReceived,
     InfoFailed,
     InfoReply,
+    PauseCommand,
     ProbeFailed,
     ProbeReply,
     PromoteDone,
     ReplicaOfDone,
+    SwitchoverCommand,
+    SwitchoverDone,
     Tick,
     VoteReplied,
     VoteRequested,
@@ -125,6 +130,10 @@ class _Group:
         self.role_mismatch_since: float | None = None
         self.primary_offset: int | None = None
         self.last_gossip: PrimaryGossip | None = None
+        # Maintenance mode (haredis pause): ordered by a sequence number gossiped with it.
+        self.maintenance_seq = 0
+        self.paused_until: float | None = None
+        self.pause_reason = ""
         self.instance(self.address, now)
         for address in durable.known:
             self.instance(address, now)
@@ -211,6 +220,12 @@ class Watcher:
                 self._on_replicaof_done(event)
             case FailoverCommand():
                 self._on_failover_command(event)
+            case SwitchoverCommand():
+                self._on_switchover_command(event)
+            case SwitchoverDone():
+                self._on_switchover_done(event)
+            case PauseCommand():
+                self._on_pause_command(event)
         self._push_changed_gossip()
         out = self._out
         self._out = []
@@ -263,6 +278,30 @@ class Watcher:
         if self.in_hold:
             return "INPROG watcher is in hold mode (clock or loop stall), retry later"
         if not self._candidates_exist(group):
+            return "NOGOODSLAVE No suitable replica to promote"
+        return None
+
+    def switchover_refusal(self, primary: str, target: Address | None) -> str | None:
+        """Why a planned switchover cannot start now, or None. A switchover needs a healthy
+        primary (Redis's FAILOVER runs on it); a dead one needs a failover instead."""
+        refusal = self.failover_refusal(primary)
+        if refusal is not None:
+            return refusal
+        group = self._groups[primary]
+        inst = group.instances[group.address]
+        if (
+            not self._primary_positively_alive(group)
+            or inst.info is None
+            or inst.info.role is not Role.PRIMARY
+        ):
+            return "NOTREADY the primary is not healthy: use a failover, not a switchover"
+        if target is not None:
+            verdict = next((v for v in self._rank(group, None) if v.address == target), None)
+            if verdict is None:
+                return f"ERR {target} is not a known replica of {primary}"
+            if not verdict.eligible:
+                return f"NOGOODSLAVE {target} cannot be promoted: {verdict.reason}"
+        elif selection.best(self._rank(group, None)) is None:
             return "NOGOODSLAVE No suitable replica to promote"
         return None
 
@@ -386,6 +425,9 @@ class Watcher:
                 self._adopt_config(group, view.config_epoch, view.address, source=gossip.sender)
             if view.config_epoch == group.durable.config_epoch:
                 self._learn_history(group, view)
+            if view.maintenance_seq > group.maintenance_seq:
+                group.maintenance_seq = view.maintenance_seq
+                self._set_pause(group, view.paused_for, view.pause_reason)
             self._evaluate(group)
 
     def _on_vote_request(self, event: VoteRequested) -> None:
@@ -462,6 +504,66 @@ class Watcher:
             return
         self._start_election(group, forced=True)
         self._evaluate(group)
+
+    def _on_switchover_command(self, event: SwitchoverCommand) -> None:
+        group = self._groups.get(event.primary)
+        if group is None or self.switchover_refusal(event.primary, event.target) is not None:
+            return
+        self._start_election(group, forced=True)
+        fo = group.failover
+        assert fo is not None
+        fo.switchover = True
+        fo.switchover_target = event.target
+        fo.switchover_timeout = event.timeout
+        self._evaluate(group)
+
+    def _on_switchover_done(self, event: SwitchoverDone) -> None:
+        group = self._groups.get(event.primary)
+        if group is None:
+            return
+        fo = group.failover
+        if fo is None or not fo.switchover or fo.phase is not Phase.PROMOTE or fo.epoch != event.epoch:
+            return
+        if event.address != fo.target:
+            return
+        if event.role_ok:
+            self._commit_promotion(group)
+        else:
+            # FAILOVER may have timed out (the target never caught up: the old primary stays
+            # primary) or succeeded while our connection broke: find out from the target.
+            self._fire(group, Trigger.UNCERTAIN)
+            self._ask_info(group, group.instance(event.address, self._now))
+        self._evaluate(group)
+
+    def _on_pause_command(self, event: PauseCommand) -> None:
+        group = self._groups.get(event.primary)
+        if group is None:
+            return
+        group.maintenance_seq += 1
+        self._set_pause(group, event.ttl, event.reason)
+
+    def _set_pause(self, group: _Group, ttl: float, reason: str) -> None:
+        was = group.paused_until is not None
+        if ttl > 0:
+            group.paused_until = self._now + ttl
+            group.pause_reason = reason
+            self._emit(
+                Publish("+maintenance", f"{_describe(group, group.address)} {ttl:.0f}s {reason}".rstrip())
+            )
+        else:
+            group.paused_until = None
+            group.pause_reason = ""
+            if was:
+                self._emit(Publish("-maintenance", _describe(group, group.address)))
+        self._mark_dirty(group)
+
+    def _paused(self, group: _Group) -> bool:
+        if group.paused_until is None:
+            return False
+        if self._now >= group.paused_until:
+            self._set_pause(group, 0, "")
+            return False
+        return True
 
     # ------------------------------------------------------------------ probing
 
@@ -545,7 +647,7 @@ class Watcher:
 
     def _maybe_start_failover(self, group: _Group) -> None:
         now = self._now
-        if not group.odown or self.in_hold or now < group.next_attempt_at:
+        if not group.odown or self.in_hold or now < group.next_attempt_at or self._paused(group):
             return
         last = group.last_failover_at
         if last is not None and now - last < group.settings.min_failover_interval:
@@ -611,7 +713,8 @@ class Watcher:
                 self._try_select(group)
         elif fo.phase is Phase.PROMOTE:
             # The executor always answers; this deadline only covers a lost answer.
-            if now - fo.phase_since > 2 * self._promote_timeout(group) + 1.0:
+            step = fo.switchover_timeout if fo.switchover else self._promote_timeout(group)
+            if now - fo.phase_since > 2 * step + 1.0:
                 self._fire(group, Trigger.UNCERTAIN)
         elif fo.phase is Phase.VERIFY:
             self._verify_promotion(group)
@@ -678,6 +781,9 @@ class Watcher:
         if pending and waited < s.ping_period:
             return
         verdicts = self._rank(group, fo.select_asked_at)
+        if fo.switchover:
+            self._select_switchover_target(group, verdicts)
+            return
         if selection.best(verdicts) is None:
             self._fire(group, Trigger.NO_CANDIDATE)
             return
@@ -696,6 +802,24 @@ class Watcher:
         self._fire(group, Trigger.SELECTED)
         fo.promote_sent_at = now
         self._emit(Promote(group.name, choice.address, fo.epoch, timeout=self._promote_timeout(group)))
+
+    def _select_switchover_target(self, group: _Group, verdicts: list[selection.Verdict]) -> None:
+        """A switchover needs no lag gate: Redis's FAILOVER itself waits (with writes paused)
+        until the target has everything the primary acknowledged."""
+        fo = group.failover
+        assert fo is not None
+        wanted = fo.switchover_target
+        choice = next((v for v in verdicts if v.eligible and (wanted is None or v.address == wanted)), None)
+        if choice is None:
+            self._fire(group, Trigger.NO_CANDIDATE)
+            return
+        fo.target = choice.address
+        self._emit(Publish("+selected-slave", _describe(group, choice.address)))
+        self._fire(group, Trigger.SELECTED)
+        fo.promote_sent_at = self._now
+        self._emit(
+            Switchover(group.name, group.address, choice.address, fo.epoch, timeout=fo.switchover_timeout)
+        )
 
     def _verify_promotion(self, group: _Group) -> None:
         fo = group.failover
@@ -908,6 +1032,10 @@ class Watcher:
             replid=d.replid,
             replid2=d.replid2,
             fork=d.fork,
+            maintenance_seq=group.maintenance_seq,
+            # Whole seconds, so a pause does not make every push look like a change.
+            paused_for=math.ceil(group.paused_until - self._now) if group.paused_until else 0,
+            pause_reason=group.pause_reason,
         )
 
     def _mark_dirty(self, group: _Group) -> None:
@@ -998,7 +1126,8 @@ class Watcher:
             failover_state=fo.phase.value if fo is not None else "none",
             failover_epoch=fo.epoch if fo is not None else 0,
             leader=leader,
-            paused_until=None,
+            paused_until=group.paused_until,
+            pause_reason=group.pause_reason,
             last_failover_at=group.last_failover_at,
             settings=group.settings,
         )

@@ -149,3 +149,86 @@ def test_reconfigure_changes_timing_and_adds_and_removes_primaries() -> None:
     assert w1.snapshot().primary("other") is None
     with pytest.raises(ValueError, match="restart"):
         w1.reconfigure(dataclasses.replace(old, electorate=5))
+
+
+def test_switchover_moves_a_healthy_primary_and_the_epoch_with_it() -> None:
+    from haredis.core.events import SwitchoverCommand
+
+    world = make_world(offsets=(100, 90))
+    world.run(3.0)
+    w1 = world.watchers["w1"]
+    assert w1.switchover_refusal("mymaster", R2) is None
+    for action in w1.handle(SwitchoverCommand(now=world.now, primary="mymaster", target=R2)):
+        world._execute("w1", action)
+    world.run(3.0)
+    # Exactly one switchover, to the requested target; the old primary follows it.
+    assert [p[2] for p in world.promotions] == [R2]
+    assert world.nodes[P].role is Role.REPLICA and world.nodes[P].master == R2
+    assert world.nodes[R1].master == R2
+    assert world.primaries() == [R2]
+    epochs = {w.snapshot().primary("mymaster").config_epoch for w in world.watchers.values()}  # type: ignore[union-attr]
+    assert len(epochs) == 1 and epochs.pop() >= 1
+    # Nobody failed over a second time afterwards (redis#13118).
+    world.run(5.0)
+    assert len(world.promotions) == 1
+
+
+def test_switchover_is_refused_for_a_dead_primary_or_a_bad_target() -> None:
+    from haredis.core.model import Address
+
+    world = make_world(priorities=(100, 0))
+    world.run(3.0)
+    w1 = world.watchers["w1"]
+    assert (
+        w1.switchover_refusal("mymaster", Address("10.9.9.9", 1))
+        == "ERR 10.9.9.9:1 is not a known replica of mymaster"
+    )
+    refusal = w1.switchover_refusal("mymaster", R2)
+    assert refusal is not None and refusal.startswith("NOGOODSLAVE") and "priority 0" in refusal
+    # A dead primary (quorum 3 with a watcher down: nobody fails over automatically).
+    world = make_world(quorum=3)
+    world.stop_watcher("w3")
+    world.run(2.0)
+    world.kill(P)
+    world.run(1.5)
+    assert world.promotions == []
+    refusal = world.watchers["w1"].switchover_refusal("mymaster", None)
+    assert refusal is not None and refusal.startswith("NOTREADY")
+
+
+def test_pause_is_gossiped_and_blocks_automatic_failover_until_it_expires() -> None:
+    from haredis.core.events import PauseCommand
+
+    world = make_world()
+    world.run(2.0)
+    for action in world.watchers["w1"].handle(
+        PauseCommand(now=world.now, primary="mymaster", ttl=6.0, reason="upgrade")
+    ):
+        world._execute("w1", action)
+    world.run(0.5)
+    for w in world.watchers.values():
+        view = w.snapshot().primary("mymaster")
+        assert view is not None and view.paused_until is not None and view.pause_reason == "upgrade"
+    world.kill(P)
+    world.run(4.0)
+    assert world.promotions == []  # odown everywhere, but in maintenance
+    world.run(4.0)  # the pause expired: the failover happens
+    assert len(world.promotions) == 1
+    assert world.events("-maintenance")
+
+
+def test_resume_ends_a_pause_everywhere() -> None:
+    from haredis.core.events import PauseCommand
+
+    world = make_world()
+    world.run(2.0)
+    for ttl in (60.0, 0.0):
+        for action in world.watchers["w2"].handle(PauseCommand(now=world.now, primary="mymaster", ttl=ttl)):
+            world._execute("w2", action)
+        world.run(0.5)
+    for w in world.watchers.values():
+        view = w.snapshot().primary("mymaster")
+        assert view is not None and view.paused_until is None
+    world.kill(P)
+    world.run(3.0)
+    assert len(world.promotions) == 1

@@ -23,6 +23,7 @@ from haredis.core.actions import (
     RequestVotes,
     SendGossip,
     SendVoteReply,
+    Switchover,
 )
 from haredis.core.events import (
     Event,
@@ -34,6 +35,7 @@ from haredis.core.events import (
     ProbeReply,
     PromoteDone,
     ReplicaOfDone,
+    SwitchoverDone,
     Tick,
     VoteReplied,
     VoteRequested,
@@ -171,6 +173,19 @@ class World:
                         node.replid2, node.replid = node.replid, new_replid
                 self._later(0.001, name, ReplicaOfDone(now=now, primary=primary, address=address,
                                                         target=target, epoch=epoch, ok=ok))
+            case Switchover(primary, old, target, epoch, _):
+                old_node, new_node = self.nodes[old], self.nodes[target]
+                ok = old_node.alive and new_node.alive and not old_node.paused and not new_node.paused
+                if ok:
+                    # Redis's FAILOVER TO: writes paused until the target caught up, then roles swap.
+                    new_node.offset = old_node.offset
+                    new_node.role, new_node.master = Role.PRIMARY, None
+                    new_node.replid2, new_node.replid = new_node.replid, f"history-{target.host}-{epoch}"
+                    old_node.role, old_node.master = Role.REPLICA, target
+                    old_node.replid2, old_node.replid = old_node.replid, new_node.replid
+                    self.promotions.append((now, name, target, epoch))
+                self._later(0.3, name, SwitchoverDone(now=now, primary=primary, address=target,
+                                                       epoch=epoch, role_ok=ok))
             case Publish(channel, message):
                 self.published.append((now, name, channel, message))
 
