@@ -35,6 +35,7 @@ from haredis.core.actions import (
     RequestVotes,
     SendGossip,
     SendVoteReply,
+    Switchover,
 )
 from haredis.core.events import (
     Event,
@@ -45,13 +46,19 @@ from haredis.core.events import (
     ProbeReply,
     PromoteDone,
     ReplicaOfDone,
+    SwitchoverDone,
     Tick,
 )
 from haredis.core.messages import PeerMessage
-from haredis.core.model import Address, DurableState, InstanceInfo, Snapshot
+from haredis.core.model import Address, DurableState, InstanceInfo, Role, Snapshot
 from haredis.core.watcher import Watcher
 
 log = logging.getLogger("haredis.runtime")
+
+
+class RoleLike(Protocol):
+    @property
+    def role(self) -> Role: ...
 
 
 class RedisPort(Protocol):
@@ -59,8 +66,14 @@ class RedisPort(Protocol):
 
     async def ping(self, timeout: float) -> str: ...
     async def info(self, timeout: float) -> InstanceInfo: ...
+    async def role(self, timeout: float) -> RoleLike: ...
     async def promote(self, timeout: float) -> bool: ...
     async def replicaof(self, target: Address, timeout: float) -> None: ...
+    async def failover_to(
+        self, target: Address, timeout_ms: int, force: bool = False, *, timeout: float
+    ) -> None: ...
+    async def failover_state(self, timeout: float) -> str: ...
+    async def client_kill_normal_and_pubsub(self, timeout: float) -> int: ...
     async def close(self) -> None: ...
 
 
@@ -187,6 +200,8 @@ class Runtime:
                 self._spawn(self._promote(action))
             case ReplicaOf():
                 self._spawn(self._replicaof(action))
+            case Switchover():
+                self._spawn(self._switchover(action))
             case SendGossip(gossip, to):
                 if to is None:
                     self._peers.broadcast(gossip)
@@ -295,6 +310,49 @@ class Runtime:
                 epoch=a.epoch,
                 ok=ok,
                 detail=detail,
+            )
+        )
+
+    async def _switchover(self, a: Switchover) -> None:
+        """FAILOVER TO on the old primary, then wait (bounded) for the target to be master."""
+        detail = ""
+        ok = False
+        old = self.link(a.primary, a.old, "command")
+        target = self.link(a.primary, a.target, "switchover")
+        try:
+            await old.failover_to(a.target, max(1, int(a.timeout * 1000)), a.force, timeout=2.0)
+            deadline = self.now() + a.timeout + 2.0
+            while self.now() < deadline:
+                if (await target.role(1.0)).role is Role.PRIMARY:
+                    ok = True
+                    break
+                # no-failover again on the old primary: it finished or gave up (timeout).
+                if await old.failover_state(1.0) == "no-failover":
+                    ok = (await target.role(1.0)).role is Role.PRIMARY
+                    break
+                await asyncio.sleep(0.005)
+            if ok:
+                # Clients still connected to the old primary must re-resolve the new one.
+                await old.client_kill_normal_and_pubsub(2.0)
+            else:
+                detail = "FAILOVER did not complete (the target did not catch up in time?)"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            detail = classify(exc)[1]
+        log.info(
+            "switchover",
+            extra={
+                "primary": a.primary,
+                "old": str(a.old),
+                "target": str(a.target),
+                "ok": ok,
+                "error": detail,
+            },
+        )
+        self.feed(
+            SwitchoverDone(
+                now=self.now(), primary=a.primary, address=a.target, epoch=a.epoch, role_ok=ok, detail=detail
             )
         )
 

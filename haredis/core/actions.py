@@ -85,6 +85,7 @@ class Switchover:
     target: Address
     epoch: int
     timeout: float
+    force: bool = False  # FAILOVER … FORCE: switch even if the target has not caught up
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,6 +131,7 @@ class SwitchoverCommand:
     primary: str
     target: Address | None = None
     timeout: float = 10.0
+    force: bool = False  # give up the no-loss guarantee if the target does not catch up
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

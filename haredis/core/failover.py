@@ -112,6 +112,7 @@ class Failover:
     switchover: bool = False
     switchover_target: Address | None = None
     switchover_timeout: float = 10.0
+    switchover_force: bool = False
     phase: Phase = Phase.ELECTION
     phase_since: float = 0.0
     votes: set[str] = field(default_factory=set)
@@ -125,6 +126,11 @@ class Failover:
     reconf_acked: set[Address] = field(default_factory=set)  # REPLICAOF answered OK
     reconf_done: set[Address] = field(default_factory=set)
     phase_durations: dict[str, float] = field(default_factory=dict)
+    # For the summary published at the end (haredis history, metrics).
+    detect: float | None = None  # last good reply of the primary -> subjectively down
+    agree: float | None = None  # subjectively down -> this attempt started
+    primary_offset: int | None = None  # the primary's last known offset
+    target_offset: int | None = None  # the chosen replica's offset at selection
 
     def enter(self, phase: Phase, now: float) -> None:
         self.phase_durations[self.phase.value] = now - self.phase_since

@@ -515,6 +515,7 @@ class Watcher:
         fo.switchover = True
         fo.switchover_target = event.target
         fo.switchover_timeout = event.timeout
+        fo.switchover_force = event.force
         self._evaluate(group)
 
     def _on_switchover_done(self, event: SwitchoverDone) -> None:
@@ -665,6 +666,12 @@ class Watcher:
         fo = Failover(epoch=epoch, forced=forced, started_at=now, phase_since=now)
         fo.votes.add(self.name)
         fo.old_primary = group.address
+        det = group.instances[group.address].detector
+        if det.down_since is not None:
+            fo.agree = now - det.down_since
+            if det.last_ok is not None:
+                fo.detect = det.down_since - det.last_ok
+        fo.primary_offset = group.primary_offset
         group.failover = fo
         self._emit(Publish("+new-epoch", str(epoch)))
         self._emit(Publish("+try-failover", _describe(group, group.address)))
@@ -683,6 +690,9 @@ class Watcher:
             self._emit(Publish(row.event, _describe(group, group.address)))
         if row.next is None:
             group.failover = None
+            if not row.aborted:
+                fo.enter(fo.phase, self._now)  # close the last phase's duration
+                self._emit(Publish("+failover-summary", _summary(group, fo, self._now)))
             if row.aborted:
                 wait = self.settings.retry_backoff * (
                     0.25 + 0.75 * election.jitter(self.name, group.name, fo.epoch, "retry")
@@ -798,6 +808,7 @@ class Watcher:
             self._fire(group, Trigger.NO_CANDIDATE)
             return
         fo.target = choice.address
+        fo.target_offset = choice.offset
         self._emit(Publish("+selected-slave", _describe(group, choice.address)))
         self._fire(group, Trigger.SELECTED)
         fo.promote_sent_at = now
@@ -814,11 +825,19 @@ class Watcher:
             self._fire(group, Trigger.NO_CANDIDATE)
             return
         fo.target = choice.address
+        fo.target_offset = choice.offset
         self._emit(Publish("+selected-slave", _describe(group, choice.address)))
         self._fire(group, Trigger.SELECTED)
         fo.promote_sent_at = self._now
         self._emit(
-            Switchover(group.name, group.address, choice.address, fo.epoch, timeout=fo.switchover_timeout)
+            Switchover(
+                group.name,
+                group.address,
+                choice.address,
+                fo.epoch,
+                timeout=fo.switchover_timeout,
+                force=fo.switchover_force,
+            )
         )
 
     def _verify_promotion(self, group: _Group) -> None:
@@ -1154,6 +1173,31 @@ class Watcher:
             replid=info.replid if info is not None else "",
             announced=info.announced if info is not None else True,
         )
+
+
+def _summary(group: _Group, fo: Failover, now: float) -> str:
+    """`+failover-summary` (haredis's own channel): one key=value line per finished failover,
+    published by its leader, for `haredis history` and the phase metrics. Seconds."""
+
+    def secs(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    durations = fo.phase_durations
+    reason = "switchover" if fo.switchover else "forced" if fo.forced else "odown"
+    lost = "-"
+    if fo.primary_offset is not None and fo.target_offset is not None and not fo.switchover:
+        lost = str(max(0, fo.primary_offset - fo.target_offset))
+    elif fo.switchover:
+        lost = "0"  # FAILOVER TO waits until the target has every acknowledged write
+    promote = durations.get(Phase.SELECT.value, 0.0) + durations.get(Phase.PROMOTE.value, 0.0)
+    promote += durations.get(Phase.VERIFY.value, 0.0)
+    return (
+        f"{group.name} epoch={fo.epoch} old={fo.old_primary} new={fo.target} reason={reason}"
+        f" detect={secs(fo.detect)} agree={secs(fo.agree)}"
+        f" elect={secs(durations.get(Phase.ELECTION.value))} promote={secs(promote)}"
+        f" reconfigure={secs(durations.get(Phase.RECONF.value))} total={secs(now - fo.started_at)}"
+        f" lost_bytes={lost}"
+    )
 
 
 def _describe(group: _Group, address: Address) -> str:
