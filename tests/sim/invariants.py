@@ -320,7 +320,7 @@ class Checker:
         point = node.history_point()
         if lineage.compatible(point, old.history_point()):
             return True
-        return old.prev_history is not None and lineage.compatible(point, old.prev_history)
+        return any(lineage.compatible(point, past) for past in old.past_histories)
 
     def _freshness(self, host: WatcherHost, cand: Any, old: Any, key: tuple[str, int]) -> None:
         """Is the promoted replica the freshest eligible one the leader could reach?

@@ -127,9 +127,9 @@ class FakeRedis:
         "loading_until",
         "master",
         "name",
+        "past_histories",
         "paused",
         "paused_long",
-        "prev_history",
         "priority",
         "queue",
         "repl_period",
@@ -175,7 +175,9 @@ class FakeRedis:
         self.loading_until = 0.0
         self.last_change = 0.0  # when replication last moved this node's offset
         self.queue: list[Request] = []
-        self.prev_history: tuple[str, int] | None = None  # the data before an EMPTY restart
+        # The data this node held before each EMPTY restart since it last took a full copy
+        # from someone else: what a watcher may still rightly consider its history.
+        self.past_histories: list[tuple[str, int]] = []
         self._update_writing()
         self.ticking = False
         if self.role is Role.REPLICA:
@@ -237,7 +239,7 @@ class FakeRedis:
         self.restarts += 1
         self.run_id = self._new_run_id()
         if empty:
-            self.prev_history = (self.replid, self._off)
+            self.past_histories.append((self.replid, self._off))
             self.replid = self.world.lineage.new(None)
             self.replid2 = ""
             self.second_offset = -1
@@ -416,7 +418,7 @@ class FakeRedis:
                 self.replid2 = ""
                 self.second_offset = -1
                 self._set_offset(m.offset())
-                self.prev_history = None
+                self.past_histories = []
                 self._link_established(m)
             return
         if not self.link_up:

@@ -7,8 +7,10 @@ It is not haredis's algorithm and nothing in haredis may depend on it.
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 from haredis.core.actions import (
     Action,
@@ -49,6 +51,8 @@ from haredis.core.model import (
     Snapshot,
     WatcherSettings,
 )
+
+T = TypeVar("T")
 
 BUGS = ("double-vote", "no-persist", "stale-pick", "priority-zero", "one-vote-wins", "vote-while-up")
 
@@ -411,27 +415,27 @@ class ToyWatcher:
             def iv(a: Address, p: _Primary = p) -> InstanceView:
                 inst = self._inst(p, a)
                 info = inst.info
-                return InstanceView(
-                    a,
-                    info.role if info else Role.UNKNOWN,
-                    info.run_id if info else "",
-                    self._sdown(p, a),
-                    None,
-                    inst.last_ok,
-                    inst.last_probe,
-                    "",
-                    None,
-                    info.offset if info else 0,
-                    info.priority if info else 100,
-                    info.link_up if info else False,
-                    0.0,
-                    info.master if info else None,
-                    info.replid if info else "",
-                    True,
+                return _build(
+                    InstanceView,
+                    address=a,
+                    role=info.role if info else Role.UNKNOWN,
+                    run_id=info.run_id if info else "",
+                    sdown=self._sdown(p, a),
+                    last_ok=inst.last_ok,
+                    last_probe_sent=inst.last_probe,
+                    last_error="",
+                    offset=info.offset if info else 0,
+                    priority=info.priority if info else 100,
+                    link_up=info.link_up if info else False,
+                    link_down_seconds=0.0,
+                    master=info.master if info else None,
+                    replid=info.replid if info else "",
+                    announced=True,
                 )
 
             views.append(
-                PrimaryView(
+                _build(
+                    PrimaryView,
                     name=name,
                     address=addr,
                     config_epoch=d.config_epoch,
@@ -446,12 +450,23 @@ class ToyWatcher:
                     failover_state=p.state,
                     failover_epoch=p.epoch,
                     leader=p.leader,
-                    paused_until=None,
-                    last_failover_at=None,
                     settings=p.settings,
                 )
             )
         return Snapshot(self.s.name, self.now, self._in_hold(), self.hold_until, tuple(views))
+
+
+def _build(cls: type[T], **values: Any) -> T:
+    """Construct a snapshot record; fields the toy knows nothing about (the contract grows)
+    are left None."""
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if (
+            f.name not in values
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ):
+            values[f.name] = None
+    return cls(**values)
 
 
 def toy_factory(bugs: frozenset[str] = frozenset()):  # type: ignore[no-untyped-def]
