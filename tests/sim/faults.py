@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from haredis.core.events import FailoverCommand
+from haredis.core.events import FailoverCommand, PauseCommand, SwitchoverCommand
 from haredis.core.model import Role
 
 from .config import PRIMARY_NAME, Fault
@@ -55,6 +55,8 @@ _KINDS: tuple[tuple[str, float], ...] = (
     ("net-dup", 0.7),
     ("net-delay", 0.7),
     ("failover-command", 0.15),
+    ("switchover-command", 0.4),
+    ("pause-command", 0.2),
 )
 
 
@@ -107,6 +109,12 @@ def generate(world: World) -> tuple[Fault, ...]:
             faults.append(
                 Fault(at, "net-delay", round(rng.uniform(1.0, 10.0), 3), amount=rng.uniform(0.01, 0.3))
             )
+        elif kind == "switchover-command":
+            target = "" if rng.random() < 0.5 else rng.choice([n.name for n in cfg.nodes])
+            timeout = rng.choice((0.5, 2.0, 10.0))
+            faults.append(Fault(at, "switchover-command", timeout, target, mid_batch=rng.random() < 0.15))
+        elif kind == "pause-command":
+            faults.append(Fault(at, "pause-command", round(rng.uniform(2.0, 20.0), 3)))
         else:
             faults.append(Fault(at, "failover-command"))
         t += rng.expovariate(1.0 / cfg.fault_gap)
@@ -366,8 +374,42 @@ class FaultInjector:
             return
         host = world.hosts[fault.target] if fault.target in world.hosts else world.rng.choice(alive)
         world.note("FAULT", f"operator: SENTINEL FAILOVER {PRIMARY_NAME} on {host.name}")
-        world.checker.on_failover_command(PRIMARY_NAME)
+        world.checker.on_operator_command(PRIMARY_NAME)
         host.deliver(lambda now: FailoverCommand(now=now, primary=PRIMARY_NAME))
+
+    def _switchover_command(self, fault: Fault) -> None:
+        """SENTINEL FAILOVER's planned sibling: FAILOVER TO <target or best> TIMEOUT t.
+        `duration` is the timeout; `mid_batch` here means FORCE."""
+        world = self.world
+        alive = [h for h in world.host_list if h.alive]
+        if not alive:
+            return
+        host = world.rng.choice(alive)
+        node = world.node_by_name.get(fault.target)
+        target = node.address if node is not None else None
+        timeout = fault.duration or 2.0
+        world.note(
+            "FAULT",
+            f"operator: switchover {PRIMARY_NAME} to {node.name if node else 'the best replica'} "
+            f"on {host.name} (timeout {timeout:g}s{', FORCE' if fault.mid_batch else ''})",
+        )
+        world.checker.on_operator_command(PRIMARY_NAME)
+        host.deliver(
+            lambda now: SwitchoverCommand(
+                now=now, primary=PRIMARY_NAME, target=target, timeout=timeout, force=fault.mid_batch
+            )
+        )
+
+    def _pause_command(self, fault: Fault) -> None:
+        """Maintenance mode on one watcher (it gossips it to the others)."""
+        world = self.world
+        alive = [h for h in world.host_list if h.alive]
+        if not alive:
+            return
+        host = world.rng.choice(alive)
+        ttl = fault.duration or 10.0
+        world.note("FAULT", f"operator: pause failovers of {PRIMARY_NAME} for {ttl:g}s on {host.name}")
+        host.deliver(lambda now: PauseCommand(now=now, primary=PRIMARY_NAME, ttl=ttl, reason="sim"))
 
     # -- the final heal ---------------------------------------------------------------------
 

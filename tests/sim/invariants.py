@@ -25,7 +25,10 @@
  8 durable-first    nothing leaves a watcher (gossip, vote request, vote reply) carrying an
                     epoch, vote or topology that is not on its disk yet.
  9 config-unique    all +switch-master for one (primary, config_epoch) name one address.
-10 leader-acts      only the elected leader of (primary, epoch) sends Promote for that epoch.
+10 leader-acts      only the elected leader of (primary, epoch) sends Promote or Switchover for
+                    that epoch, and a Switchover goes to the primary the leader is replacing.
+11 switchover-safe  a switchover that was not forced hands over everything: when the old
+                    primary demotes itself, the target holds all of its data.
 """
 
 from __future__ import annotations
@@ -266,8 +269,40 @@ class Checker:
                 f"minority side since {t0:.3f} (reaches {reachable} watchers incl. itself)",
             )
 
-    def on_failover_command(self, name: str) -> None:
+    def on_operator_command(self, name: str) -> None:
         self.forced_at[name] = self.world.sched.now
+
+    # -- 10, 11: switchovers -----------------------------------------------------------------
+
+    def on_switchover(self, host: WatcherHost, action: Any) -> None:
+        key = (action.primary, action.epoch)
+        leader = self.leaders.get(key)
+        if leader != host.name:
+            self.fail(
+                "10-leader-acts",
+                f"{host.name} sent Switchover for {action.primary} epoch {action.epoch} but the leader is "
+                f"{leader or 'nobody'}",
+            )
+        old_addr = self.leader_addr.get(key)
+        if old_addr is not None and old_addr != action.old:
+            self.fail(
+                "10-leader-acts",
+                f"{host.name} sent Switchover to {action.old}, not to the primary it replaces ({old_addr})",
+            )
+        self.covered("switchovers")
+
+    def on_redis_failover(
+        self, old: Any, target: Any, before: tuple[str, int], target_before: tuple[str, int], *, forced: bool
+    ) -> None:
+        """Called by the fake Redis when FAILOVER hands over (old demotes itself)."""
+        if not forced and not self.world.lineage.is_prefix(
+            before[0], before[1], target_before[0], target_before[1]
+        ):
+            self.fail(
+                "11-switchover-safe",
+                f"FAILOVER {old.name} -> {target.name} lost data: {old.name} had {before}, "
+                f"{target.name} {target_before}",
+            )
 
     # -- 5, 6, 10: promotions ---------------------------------------------------------------
 

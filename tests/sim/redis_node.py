@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from .watcher_host import WatcherHost
     from .world import World
 
-PING, INFO, PROMOTE, REPLICAOF = 0, 1, 2, 3
+PING, INFO, PROMOTE, REPLICAOF, SWITCHOVER = 0, 1, 2, 3, 4
+FAILOVER_POLL = 0.01  # how often a primary in FAILOVER checks its target's offset
 NO_REPLID = "0" * 40  # what Redis reports as master_replid2 when there is none
 
 # Redis also reports second_repl_offset (the first offset NOT shared with replid2's history);
@@ -119,6 +120,7 @@ class FakeRedis:
         "_writing",
         "address",
         "alive",
+        "failover_req",
         "last_change",
         "last_io",
         "link_down_since",
@@ -144,6 +146,7 @@ class FakeRedis:
         "sync_until",
         "ticking",
         "world",
+        "writes_paused",
     )
 
     def __init__(self, world: World, spec: NodeSpec, replid: str, master: Address | None) -> None:
@@ -175,6 +178,8 @@ class FakeRedis:
         self.loading_until = 0.0
         self.last_change = 0.0  # when replication last moved this node's offset
         self.queue: list[Request] = []
+        self.failover_req: Request | None = None  # a FAILOVER TO in progress on this primary
+        self.writes_paused = False  # CLIENT PAUSE WRITE, as FAILOVER does while it waits
         # The data this node held before each EMPTY restart since it last took a full copy
         # from someone else: what a watcher may still rightly consider its history.
         self.past_histories: list[tuple[str, int]] = []
@@ -198,7 +203,7 @@ class FakeRedis:
         return (self.replid, self.offset())
 
     def _update_writing(self) -> None:
-        writing = self.alive and not self.paused and self.role is Role.PRIMARY
+        writing = self.alive and not self.paused and self.role is Role.PRIMARY and not self.writes_paused
         if writing != self._writing:
             self._off = self.offset()
             self._off_t = self.world.sched.now
@@ -228,6 +233,10 @@ class FakeRedis:
         self.link_up = False
         self.sync_until = None
         queued, self.queue = self.queue, []
+        if self.failover_req is not None:
+            queued.append(self.failover_req)
+            self.failover_req = None
+            self.writes_paused = False
         for req in queued:
             self.world.redis_reply(req, self, False, FailureKind.RESET)
 
@@ -303,6 +312,9 @@ class FakeRedis:
         elif kind == PROMOTE:
             self.replicaof_no_one()
             result = True
+        elif kind == SWITCHOVER:
+            self._failover_start(req)
+            return  # answered when it completes or gives up
         else:
             target: Address = req.action.target
             if target == self.address:
@@ -311,6 +323,70 @@ class FakeRedis:
                 self.replicaof(target)
                 result = True
         world.redis_reply(req, self, True, result)
+
+    # -- FAILOVER TO target TIMEOUT t [FORCE] (Redis 6.2+), for switchovers ---------------
+
+    def _failover_start(self, req: Request) -> None:
+        action = req.action
+        target = self.world.node_at(action.target)
+        error = ""
+        if self.role is not Role.PRIMARY:
+            error = "ERR FAILOVER is not valid when server is a replica."
+        elif self.failover_req is not None:
+            error = "ERR FAILOVER already in progress."
+        elif (
+            target is None
+            or not target.alive
+            or target.role is not Role.REPLICA
+            or target.master != self.address
+            or not target.link_up
+        ):
+            error = "ERR FAILOVER target replica is not online."
+        if error:
+            self.world.redis_reply(req, self, True, (False, error))
+            return
+        self.failover_req = req
+        self.writes_paused = True  # clients' writes block from now on
+        self._update_writing()
+        self.world.sched.after(FAILOVER_POLL, self._failover_step, req, self.world.sched.now + action.timeout)
+
+    def _failover_step(self, req: Request, deadline: float) -> None:
+        if self.failover_req is not req:
+            return  # killed meanwhile (answered with a reset)
+        world = self.world
+        now = world.sched.now
+        if self.paused:
+            world.sched.after(FAILOVER_POLL, self._failover_step, req, deadline)
+            return
+        action = req.action
+        target = world.node_at(action.target)
+        assert target is not None
+        net = world.network
+        talking = net.can(self.name, target.name) and net.can(target.name, self.name)
+        connected = (
+            target.alive
+            and not target.paused
+            and target.role is Role.REPLICA
+            and target.master == self.address
+            and talking
+        )
+        synced = connected and target.replid == self.replid and target.offset() >= self.offset()
+        if synced or (connected and action.force and now >= deadline):
+            before = self.history_point()
+            target_before = target.history_point()
+            self.failover_req = None
+            self.writes_paused = False
+            target.replicaof_no_one()  # PSYNC FAILOVER: the target takes over, keeping replid2
+            self.replicaof(target.address)
+            world.checker.on_redis_failover(self, target, before, target_before, forced=not synced)
+            world.redis_reply(req, self, True, (True, "" if synced else "forced"))
+        elif now >= deadline:
+            self.failover_req = None
+            self.writes_paused = False
+            self._update_writing()
+            world.redis_reply(req, self, True, (False, "ERR FAILOVER timed out, target not in sync"))
+        else:
+            world.sched.after(FAILOVER_POLL, self._failover_step, req, deadline)
 
     def info(self) -> InstanceInfo:
         """INFO replication. Like Redis, a replica also lists its own connected replicas."""

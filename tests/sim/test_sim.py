@@ -179,6 +179,27 @@ def test_operator_failover_promotes_a_replica_and_demotes_the_old_primary() -> N
     assert new.name != "r0" and world.node_by_name["r0"].master == new.address
 
 
+def test_planned_switchover_moves_the_primary_and_the_old_one_follows() -> None:
+    world = run(scenario(seed=16, faults=(Fault(8.0, "switchover-command", 5.0, "r2"),), chaos_end=20.0))
+    assert not violations(world)
+    assert world.checker.coverage.get("switchovers") == 1
+    r0, r2 = world.node_by_name["r0"], world.node_by_name["r2"]
+    assert r0.master == r2.address and world.node_by_name["r1"].master == r2.address
+    assert world.lineage.is_prefix(r0.replid, r0.offset(), r2.replid, r2.offset())
+
+
+def test_switchover_to_a_cut_off_replica_times_out_and_writes_resume() -> None:
+    faults = (
+        Fault(6.0, "partition", 6.0, target="r0>r1,r1>r0", shape="pairs"),
+        Fault(8.0, "switchover-command", 1.0, "r1"),
+    )
+    world = run(scenario(seed=17, faults=faults, chaos_end=20.0))
+    assert not violations(world)
+    r0 = world.node_by_name["r0"]
+    assert r0.role.value == "master" and not r0.writes_paused
+    assert all(n.master == r0.address for n in world.nodes if n is not r0)
+
+
 # -- the checkers catch what they should (the toy watcher with planted bugs) ----------------
 
 

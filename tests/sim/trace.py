@@ -23,6 +23,7 @@ from haredis.core.actions import (
     RequestVotes,
     SendGossip,
     SendVoteReply,
+    Switchover,
 )
 from haredis.core.events import (
     Event,
@@ -30,10 +31,13 @@ from haredis.core.events import (
     GossipReceived,
     InfoFailed,
     InfoReply,
+    PauseCommand,
     ProbeFailed,
     ProbeReply,
     PromoteDone,
     ReplicaOfDone,
+    SwitchoverCommand,
+    SwitchoverDone,
     Tick,
     VoteReplied,
     VoteRequested,
@@ -133,6 +137,22 @@ def _e_failover(e: Any) -> Record:
     return ("FC", e.now, e.primary)
 
 
+def _e_switchover_cmd(e: Any) -> Record:
+    return ("SC", e.now, e.primary, _addr(e.target), e.timeout, e.force)
+
+
+def _e_switchover_done(e: Any) -> Record:
+    return ("SD", e.now, e.address.host, e.epoch, e.role_ok, e.detail)
+
+
+def _e_pause(e: Any) -> Record:
+    return ("MC", e.now, e.primary, e.ttl, e.reason)
+
+
+def _a_switchover(a: Any) -> Record:
+    return ("SO", a.old.host, a.target.host, a.epoch, a.timeout, a.force)
+
+
 def _a_persist(a: Any) -> Record:
     return ("PS", durable_tuple(a.state))
 
@@ -183,6 +203,9 @@ EVENT_RENDER: dict[type, Callable[[Any], Record]] = {
     PromoteDone: _e_promote_done,
     ReplicaOfDone: _e_replicaof_done,
     FailoverCommand: _e_failover,
+    SwitchoverCommand: _e_switchover_cmd,
+    SwitchoverDone: _e_switchover_done,
+    PauseCommand: _e_pause,
 }
 
 ACTION_RENDER: dict[type, Callable[[Any], Record]] = {
@@ -195,10 +218,11 @@ ACTION_RENDER: dict[type, Callable[[Any], Record]] = {
     Promote: _a_promote,
     ReplicaOf: _a_replicaof,
     Publish: _a_publish,
+    Switchover: _a_switchover,
 }
 
 
-def _generic(obj: Any) -> Record:
+def generic_record(obj: Any) -> Record:
     return ("?", type(obj).__name__, repr(obj))
 
 
@@ -210,10 +234,10 @@ class Trace:
         self.notes: list[tuple[float, str, str]] = []
 
     def event(self, t: float, who: str, event: Event) -> None:
-        self.records.append((t, who, EVENT_RENDER.get(type(event), _generic)(event)))
+        self.records.append((t, who, EVENT_RENDER.get(type(event), generic_record)(event)))
 
     def action(self, t: float, who: str, action: Action) -> None:
-        self.records.append((t, who, ACTION_RENDER.get(type(action), _generic)(action)))
+        self.records.append((t, who, ACTION_RENDER.get(type(action), generic_record)(action)))
 
     def note(self, t: float, who: str, text: str) -> None:
         self.notes.append((t, who, text))

@@ -19,7 +19,7 @@ from haredis.core.actions import Action, PersistState
 from haredis.core.events import Event, Tick, VoteReplied
 from haredis.core.model import DurableState, Snapshot, WatcherSettings
 
-from .trace import EVENT_RENDER
+from .trace import EVENT_RENDER, generic_record
 
 if TYPE_CHECKING:
     from .world import World
@@ -193,7 +193,7 @@ class WatcherHost:
         watcher = self.watcher
         assert watcher is not None
         now = world.sched.now
-        world.trace.records.append((now, self.name, EVENT_RENDER[type(event)](event)))
+        world.trace.records.append((now, self.name, EVENT_RENDER.get(type(event), generic_record)(event)))
         if type(event) is VoteReplied and event.reply.granted:
             key = (event.reply.primary, event.reply.epoch)
             voters = self.votes_in.get(key)

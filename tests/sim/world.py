@@ -19,6 +19,7 @@ from haredis.core.actions import (
     RequestVotes,
     SendGossip,
     SendVoteReply,
+    Switchover,
 )
 from haredis.core.events import (
     FailureKind,
@@ -29,6 +30,7 @@ from haredis.core.events import (
     ProbeReply,
     PromoteDone,
     ReplicaOfDone,
+    SwitchoverDone,
     VoteReplied,
     VoteRequested,
 )
@@ -40,10 +42,14 @@ from .faults import FaultInjector
 from .history import History
 from .invariants import Checker, Violation
 from .network import Network
-from .redis_node import INFO, PING, PROMOTE, REPLICAOF, FakeRedis, Lineage, Request
+from .redis_node import INFO, PING, PROMOTE, REPLICAOF, SWITCHOVER, FakeRedis, Lineage, Request
 from .scheduler import Scheduler
-from .trace import ACTION_RENDER, Trace
+from .trace import ACTION_RENDER, Trace, generic_record
 from .watcher_host import Builder, WatcherFactory, WatcherHost
+
+# The executor's answer to a Switchover may come this long after FAILOVER's own TIMEOUT (it
+# waits for FAILOVER to give up, then answers).
+SWITCHOVER_GRACE = 1.0
 
 
 def default_factory() -> WatcherFactory:
@@ -122,6 +128,7 @@ class World:
             SendVoteReply: self._x_vote_reply,
             Promote: self._x_promote,
             ReplicaOf: self._x_replicaof,
+            Switchover: self._x_switchover,
             Publish: self._x_publish,
         }
 
@@ -182,8 +189,14 @@ class World:
 
     def execute(self, host: WatcherHost, action: Action) -> None:
         kind = type(action)
-        self.trace.records.append((self.sched.now, host.name, ACTION_RENDER[kind](action)))
-        self._dispatch[kind](host, action)
+        self.trace.records.append(
+            (self.sched.now, host.name, ACTION_RENDER.get(kind, generic_record)(action))
+        )
+        handler = self._dispatch.get(kind)
+        if handler is None:
+            self.note(host.name, f"UNKNOWN ACTION {action!r} (the simulator does not model it yet)")
+            return
+        handler(host, action)
 
     def _x_persist(self, host: WatcherHost, action: Any) -> None:
         self.checker.on_persist(host, action.state)
@@ -213,6 +226,17 @@ class World:
             f"epoch {action.epoch}",
         )
         self._redis(host, action, REPLICAOF)
+
+    def _x_switchover(self, host: WatcherHost, action: Any) -> None:
+        old = self.node_at(action.old)
+        target = self.node_at(action.target)
+        self.note(
+            host.name,
+            f"SWITCHOVER {old.name if old else '?'} -> {target.name if target else '?'} epoch {action.epoch}"
+            + (" FORCE" if action.force else ""),
+        )
+        self.checker.on_switchover(host, action)
+        self._redis(host, action, SWITCHOVER)
 
     def _x_publish(self, host: WatcherHost, action: Any) -> None:
         self.publishes.append((self.sched.now, host.name, action.channel, action.message))
@@ -266,8 +290,10 @@ class World:
         self._rid += 1
         sched = self.sched
         now = sched.now
-        node = self.node_at(action.address)
+        node = self.node_at(action.old if kind == SWITCHOVER else action.address)
         req = Request(self._rid, host, action, kind, node, now)
+        if kind == SWITCHOVER:
+            req.deadline += SWITCHOVER_GRACE
         if node is None:
             # Nothing listens at that address: the connection is refused.
             sched.after(self.config.redis_delay * 2, self._result, req, False, FailureKind.REFUSED)
@@ -349,6 +375,16 @@ class World:
                     role_ok=False,
                     detail=payload.value,
                 )
+        elif kind == SWITCHOVER:
+            role_ok, detail = payload if ok else (False, payload.value)
+            builder = partial(
+                SwitchoverDone,
+                primary=a.primary,
+                address=a.target,
+                epoch=a.epoch,
+                role_ok=role_ok,
+                detail=detail,
+            )
         elif ok:
             builder = partial(
                 ReplicaOfDone,
