@@ -22,14 +22,24 @@ import os
 import signal
 import ssl
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from haredis import __version__, systemd
+from haredis.admin_api import (
+    AdminContext,
+    admin_failover,
+    admin_history,
+    admin_pause,
+    admin_resume,
+    admin_status,
+)
 from haredis.config import Config, ConfigError, PrimaryConfig, load_config
-from haredis.core.events import FailoverCommand, GossipReceived, VoteReplied, VoteRequested
+from haredis.core.events import Event, FailoverCommand, GossipReceived, VoteReplied, VoteRequested
 from haredis.core.messages import Gossip, PeerMessage, VoteReply, VoteRequest
 from haredis.core.model import Address, DurableState, Snapshot
 from haredis.core.watcher import Watcher
+from haredis.history import History
 from haredis.log import LogHandle, setup_logging
 from haredis.peers import PeerMesh, PeerSigner, PeerVerifier, peer_command_handler
 from haredis.redis_link import RedisLink
@@ -74,6 +84,7 @@ class Daemon:
         self._last_status = ""
         self._ready_sent = False
         self._last_cycle_done = 0.0
+        self.history = History(config.watcher.data_dir / "history.jsonl", config.watcher.name)
 
     # ------------------------------------------------------------------ wiring
 
@@ -99,6 +110,10 @@ class Daemon:
         log.log(level, f"{channel} {message}", extra={"event": channel})
         if self.server is not None:
             self.server.publish(channel, message)
+        if channel in ("+switch-master", "+failover-summary") and self.runtime is not None:
+            primary = message.split(" ", 1)[0]
+            epoch = self.runtime.watcher.durable.get(primary).config_epoch
+            self.history.observe(channel, message, config_epoch=epoch)
 
     def _on_peer_message(self, sender: str, message: PeerMessage) -> None:
         runtime = self.runtime
@@ -111,6 +126,15 @@ class Daemon:
             runtime.feed(VoteRequested(now=now, request=message))
         elif isinstance(message, VoteReply):
             runtime.feed(VoteReplied(now=now, reply=message))
+
+    def _runtime(self) -> Runtime:
+        assert self.runtime is not None, "the runtime starts before the server"
+        return self.runtime
+
+    def _feed_command(self, event: Event) -> None:
+        runtime = self._runtime()
+        runtime.feed(event)
+        runtime.refresh_snapshot()
 
     def _request_failover(self, name: str) -> str | None:
         runtime = self.runtime
@@ -174,7 +198,25 @@ class Daemon:
         def shutdown(conn: Connection, args: list[bytes]) -> Reply:
             return Error("ERR SHUTDOWN is disabled: stop haredis with systemctl (SIGTERM)")
 
+        admin_ctx = AdminContext(
+            watcher=lambda: self._runtime().watcher,
+            snapshot=lambda: self._runtime().snapshot,
+            feed=self._feed_command,
+            now=lambda: self._runtime().now(),
+            peer_address=ctx.peer_address,
+            electorate=self.config.watcher.electorate,
+            history=lambda name, limit: self.history.read(name, limit),
+        )
+
+        def admin(fn: Callable[[AdminContext, Sequence[bytes]], Reply]) -> Command:
+            return Command(lambda conn, args: fn(admin_ctx, args[1:]), arity=0)
+
         return {
+            "HAREDIS.STATUS": admin(admin_status),
+            "HAREDIS.FAILOVER": admin(admin_failover),
+            "HAREDIS.PAUSE": admin(admin_pause),
+            "HAREDIS.RESUME": admin(admin_resume),
+            "HAREDIS.HISTORY": admin(admin_history),
             "SENTINEL": Command(sentinel, arity=-2),
             "INFO": info,
             "ROLE": Command(role, arity=1),
