@@ -328,13 +328,18 @@ class Daemon:
             if watchdog_every and now - last_watchdog >= watchdog_every / 2:
                 last_watchdog = now
                 systemd.watchdog()
-            next_at += tick
-            delay = next_at - loop.time()
-            if delay < 0:
-                next_at = loop.time()  # overran: reschedule immediately, don't burst
-                delay = 0
+            now = loop.time()
+            if now >= next_at:
+                next_at += tick
+                if next_at < now:
+                    next_at = now  # overran: reschedule immediately, don't burst
+            # Between regular ticks, wake exactly when the core has something due (a re-probe
+            # of an instance refusing connections, a candidacy): a crash is not detected on
+            # the tick grid but as soon as the evidence is in.
+            wake = runtime.watcher.next_wakeup()
+            target = next_at if wake is None else min(next_at, max(wake, now + 0.002))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                await asyncio.wait_for(self._stop.wait(), timeout=max(0.0, target - now))
 
     def _reload(self) -> None:
         systemd.reloading()

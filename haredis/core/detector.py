@@ -5,10 +5,12 @@ Rules (all times are the core's own clock, see watcher.py):
 * A valid reply is PONG, LOADING or MASTERDOWN: the process is there and answering.
   Anything else (BUSY, NOAUTH, …) is an answer but not a healthy one: it does not refresh
   `last_ok`, and it is not hard evidence of death either.
-* Slow path: the instance is down once no valid reply has arrived for `down_after` AND we
-  did ask in that time (so a watcher that simply stopped probing never declares anyone down).
-  Probes go out every `ping_period` (a third of down_after, at most 1 s) and time out after
-  one period, so a single lost reply never reaches down_after.
+* Slow path (Sentinel's rule): the instance is down once a probe has gone unanswered for
+  `down_after`, counted from the FIRST probe sent after the last valid reply. A pause or a
+  stall shorter than down_after therefore never makes an instance down, however the probe
+  timing falls. Probes go out every `ping_period` (down_after/10, between 0.1 s and 1 s), so
+  a hang is declared at most down_after + ping_period after the last good reply. A probe
+  times out after `probe_timeout` and is retried; the retries do not reset the clock.
 * Fast path: a refused or reset connection is hard evidence the process is gone. Once at
   least two consecutive probes have failed hard and the run has lasted `crash_detect`, the
   instance is down without waiting for down_after. While failing hard we re-probe every
@@ -37,8 +39,9 @@ def is_alive_reply(reply: str) -> bool:
 class Detector:
     """Probe bookkeeping and the down verdict for one instance."""
 
-    watched_since: float  # when we started watching: the baseline before any reply
+    watched_since: float  # when we started watching
     last_ok: float | None = None
+    unanswered_since: float | None = None  # first probe sent after the last valid reply
     last_probe_sent: float | None = None
     in_flight_since: float | None = None
     hard_fail_since: float | None = None  # first of the current run of hard failures
@@ -56,11 +59,11 @@ class Detector:
             return min(ping_period, crash_detect / 3.0)
         return ping_period
 
-    def probe_due(self, now: float, ping_period: float, crash_detect: float) -> bool:
+    def probe_due(self, now: float, ping_period: float, crash_detect: float, timeout: float) -> bool:
         if self.in_flight_since is not None:
             # The executor answers every probe; this only guards against a lost answer
             # (a watcher restart, a bug) wedging the instance forever.
-            if now - self.in_flight_since < 2.0 * ping_period:
+            if now - self.in_flight_since < 2.0 * timeout:
                 return False
             self.in_flight_since = None
             self.last_outcome_ok = False
@@ -73,6 +76,8 @@ class Detector:
     def probe_sent(self, now: float) -> None:
         self.last_probe_sent = now
         self.in_flight_since = now
+        if self.unanswered_since is None:
+            self.unanswered_since = now
 
     def replied(self, now: float, reply: str) -> None:
         self.in_flight_since = None
@@ -80,6 +85,7 @@ class Detector:
             self.last_ok = now
             self.last_outcome_ok = True
             self.last_error = ""
+            self.unanswered_since = None
         else:
             self.last_outcome_ok = False
             self.last_error = reply
@@ -110,7 +116,7 @@ class Detector:
         return down != was_down
 
     def _is_down(self, now: float, down_after: float, crash_detect: float) -> bool:
-        if self.last_outcome_ok:
+        if self.last_outcome_ok and self.in_flight_since is None:
             return False
         if (
             crash_detect > 0
@@ -119,9 +125,7 @@ class Detector:
             and now - self.hard_fail_since >= crash_detect
         ):
             return True
-        baseline = self.last_ok if self.last_ok is not None else self.watched_since
-        asked_since = self.last_probe_sent is not None and self.last_probe_sent >= baseline
-        return asked_since and now - baseline > down_after
+        return self.unanswered_since is not None and now - self.unanswered_since > down_after
 
     def positively_alive(self) -> bool:
         """The last thing we heard was a valid reply: we would not vote this instance down."""

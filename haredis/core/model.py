@@ -103,9 +103,16 @@ class PrimarySettings:
 
     @property
     def ping_period(self) -> float:
-        # Three probes fit in down_after, so one lost reply never declares an instance down,
-        # and the first unanswered probe is at most down_after/3 after the last good reply.
-        return min(1.0, self.down_after / 3.0)
+        # Down counts from the first unanswered probe, so the probe period is how late after
+        # the last good reply a hang starts being counted: a tenth of down_after, between
+        # 100 ms (down within down_after + 100 ms) and 1 s (what many primaries can afford).
+        return min(1.0, max(0.1, self.down_after / 10.0))
+
+    @property
+    def probe_timeout(self) -> float:
+        # Long enough for a busy Redis (a fork, a slow command) to answer without the link
+        # being torn down, short enough that a lost reply is retried well within down_after.
+        return max(self.ping_period, min(self.down_after / 2.0, 1.0))
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ def drive(
         t = round(start + i * step, 9)
         if t > until:
             return trace
-        if det.probe_due(t, ping_period, crash_detect):
+        if det.probe_due(t, ping_period, crash_detect, ping_period):
             det.probe_sent(t)
             outcome = answer(t)
             if isinstance(outcome, str):
@@ -96,14 +96,15 @@ def test_unhealthy_replies_do_not_refresh_the_instance(reply: str) -> None:
     # Healthy for 2 s, then every probe gets `reply`.
     trace = drive(det, lambda t: "PONG" if t < 2.0 else reply, start=0.0, until=10.0)
     last_pong = 1.0  # probes at 0, 1, 2, ... -> the last PONG answered the probe at 1.0
+    first_unanswered = 2.0  # the first probe after it got no valid reply
     assert det.last_ok == last_pong
     assert det.last_error == reply and not det.last_outcome_ok
     assert not det.positively_alive()
     down_at = first_down(trace)
     # Not hard evidence: only the slow path applies, strictly after down_after.
     assert down_at is not None
-    assert down_at > last_pong + DOWN_AFTER
-    assert down_at <= last_pong + DOWN_AFTER + 0.011
+    assert down_at > first_unanswered + DOWN_AFTER
+    assert down_at <= first_unanswered + DOWN_AFTER + 0.011
 
 
 def test_an_unhealthy_reply_is_not_hard_evidence() -> None:
@@ -121,17 +122,42 @@ def test_an_unhealthy_reply_is_not_hard_evidence() -> None:
 # ------------------------------------------------------------------------------- slow path
 
 
-def test_down_only_after_down_after_since_the_last_valid_reply() -> None:
+def test_down_only_after_down_after_since_the_first_unanswered_probe() -> None:
     det = Detector(watched_since=0.0)
     trace = drive(det, lambda t: "PONG" if t < 5.0 else FailureKind.TIMEOUT, start=0.0, until=12.0)
-    last_pong = 4.0
-    assert det.last_ok == last_pong
+    assert det.last_ok == 4.0
+    first_unanswered = 5.0
     down_at = first_down(trace)
     assert down_at is not None
-    # Strictly more than down_after: at exactly last_pong + down_after it is still up.
-    assert dict(trace)[round(last_pong + DOWN_AFTER, 9)] is False
-    assert last_pong + DOWN_AFTER < down_at <= last_pong + DOWN_AFTER + 0.011
+    # Strictly more than down_after: at exactly first_unanswered + down_after it is still up.
+    assert dict(trace)[round(first_unanswered + DOWN_AFTER, 9)] is False
+    assert first_unanswered + DOWN_AFTER < down_at <= first_unanswered + DOWN_AFTER + 0.011
     assert det.down_since == down_at
+
+
+def test_a_stall_shorter_than_down_after_is_never_down_whatever_the_probe_phase() -> None:
+    # Sentinel's rule, and the reason for it: a Redis that stalls for less than down_after
+    # (a fork, a slow command, SIGSTOP) must never be declared down, even if the last good
+    # reply is a whole period older than the stall. The probe sent during the stall is
+    # answered when it ends (Redis answers what queued up).
+    for phase in (0.0, 0.3, 0.7, 0.99):
+        det = Detector(watched_since=0.0)
+        stall_from, stall_to = 5.0 + phase, 5.0 + phase + DOWN_AFTER - 0.05
+        pending: float | None = None  # send time of the probe waiting for the stall to end
+        t = 0.0
+        while t < 15.0:
+            if pending is not None and t >= stall_to:
+                det.replied(t, "PONG")
+                pending = None
+            if pending is None and det.probe_due(t, PING, CRASH, 2 * DOWN_AFTER):
+                det.probe_sent(t)
+                if stall_from <= t < stall_to:
+                    pending = t
+                else:
+                    det.replied(t, "PONG")
+            det.evaluate(t, DOWN_AFTER, CRASH)
+            assert not det.down, (phase, t)
+            t = round(t + 0.01, 9)
 
 
 def test_never_answered_instance_is_down_after_down_after_from_watch_start() -> None:
@@ -151,9 +177,10 @@ def test_no_probe_asked_since_the_last_valid_reply_means_never_down() -> None:
     for t in (1.0, 3.6, 10.0, 100.0):
         det.evaluate(t, DOWN_AFTER, CRASH)
         assert not det.down
-    # Asking once is enough to let the slow path conclude.
+    # Asking starts the clock: down_after later, still unanswered, it is down.
     det.probe_sent(100.0)
-    assert det.evaluate(100.0, DOWN_AFTER, CRASH) and det.down
+    assert not det.evaluate(100.0 + DOWN_AFTER, DOWN_AFTER, CRASH)
+    assert det.evaluate(100.0 + DOWN_AFTER + 0.01, DOWN_AFTER, CRASH) and det.down
 
 
 def test_a_valid_reply_clears_down_at_once() -> None:
@@ -210,8 +237,9 @@ def test_crash_detect_zero_disables_the_fast_path() -> None:
     )
     assert det.probe_interval(PING, 0.0) == PING
     down_at = first_down(trace)
-    last_pong = 1.0
-    assert down_at is not None and last_pong + DOWN_AFTER < down_at <= last_pong + DOWN_AFTER + 0.011
+    first_unanswered = 2.0
+    assert down_at is not None
+    assert first_unanswered + DOWN_AFTER < down_at <= first_unanswered + DOWN_AFTER + 0.011
 
 
 def test_one_reset_then_a_pong_never_declares_down() -> None:
@@ -306,18 +334,19 @@ def test_two_hard_failures_inside_crash_detect_are_not_yet_a_crash() -> None:
 
 def test_a_lost_probe_answer_does_not_wedge_probing() -> None:
     det = Detector(watched_since=0.0)
-    assert det.probe_due(0.0, PING, CRASH)
+    assert det.probe_due(0.0, PING, CRASH, PING)
     det.probe_sent(0.0)
     det.replied(0.0, "PONG")
     det.probe_sent(1.0)  # its answer never comes
-    assert not det.probe_due(2.0, PING, CRASH)  # in flight: do not pile up probes
+    assert not det.probe_due(2.0, PING, CRASH, PING)  # in flight: do not pile up probes
     assert det.last_outcome_ok
-    assert det.probe_due(3.0, PING, CRASH)  # after two periods the probe counts as lost
+    assert det.probe_due(3.0, PING, CRASH, PING)  # after two timeouts the probe counts as lost
     assert not det.last_outcome_ok and det.last_error == "no answer"
     det.probe_sent(3.0)
     det.failed(3.0, FailureKind.TIMEOUT, "")
-    # And the silence is eventually a verdict: last valid reply at 0.0.
-    det.evaluate(3.0 + 0.01, DOWN_AFTER, CRASH)
+    # And the silence is eventually a verdict, counted from the first unanswered probe (1.0).
+    assert not det.evaluate(1.0 + DOWN_AFTER, DOWN_AFTER, CRASH)
+    det.evaluate(1.0 + DOWN_AFTER + 0.01, DOWN_AFTER, CRASH)
     assert det.down
 
 
@@ -327,7 +356,7 @@ def test_all_answers_lost_still_ends_in_a_verdict() -> None:
     probes_after_first = det.last_probe_sent
     assert probes_after_first is not None and probes_after_first >= 8.0  # still probing
     down_at = first_down(trace)
-    assert down_at is not None and down_at <= DOWN_AFTER + 2 * PING + 0.011
+    assert down_at is not None and down_at <= 1.0 + DOWN_AFTER + 2 * PING + 0.011
 
 
 # ------------------------------------------------------------------------------- property
@@ -352,7 +381,8 @@ def test_down_verdict_follows_the_rules_for_any_interleaving(
     det = Detector(watched_since=start)
     t = start
     ref_last_ok: float | None = None  # last valid reply, tracked here independently
-    ref_last_probe: float | None = None
+    ref_unanswered: float | None = None  # first probe sent after the last valid reply
+    ref_in_flight = False
     ref_outcome_ok = False
     ref_hard_start: float | None = None  # the current run of hard failures, tracked here
     ref_hard_count = 0
@@ -360,10 +390,12 @@ def test_down_verdict_follows_the_rules_for_any_interleaving(
         t += dt
         if op == "probe":
             det.probe_sent(t)
-            ref_last_probe = t
+            ref_in_flight = True
+            ref_unanswered = t if ref_unanswered is None else ref_unanswered
         elif isinstance(op, FailureKind):
             det.failed(t, op, "")
             ref_outcome_ok = False
+            ref_in_flight = False
             if op in (FailureKind.REFUSED, FailureKind.RESET):
                 ref_hard_start = t if ref_hard_start is None else ref_hard_start
                 ref_hard_count += 1
@@ -371,10 +403,12 @@ def test_down_verdict_follows_the_rules_for_any_interleaving(
                 ref_hard_start, ref_hard_count = None, 0
         else:
             det.replied(t, op)
+            ref_in_flight = False
             ref_hard_start, ref_hard_count = None, 0  # any answer ends a hard run
             ref_outcome_ok = is_alive_reply(op)
             if ref_outcome_ok:
                 ref_last_ok = t
+                ref_unanswered = None
         was = det.down
         changed = det.evaluate(t, down_after, crash_detect)
         assert changed == (was != det.down)
@@ -383,12 +417,10 @@ def test_down_verdict_follows_the_rules_for_any_interleaving(
         # The brief's property: a valid reply within down_after, and nothing bad since.
         if ref_outcome_ok and ref_last_ok is not None and t - ref_last_ok <= down_after:
             assert not det.down
-        # More generally: the last outcome being a valid reply always means up.
-        if ref_outcome_ok:
+        # More generally: a valid reply as the last outcome, nothing in flight, means up.
+        if ref_outcome_ok and not ref_in_flight:
             assert not det.down and det.down_since is None
-        baseline = ref_last_ok if ref_last_ok is not None else start
-        asked = ref_last_probe is not None and ref_last_probe >= baseline
-        slow = asked and t - baseline > down_after
+        slow = ref_unanswered is not None and t - ref_unanswered > down_after
         if det.down:
             assert det.down_since is not None and det.down_since <= t
             if crash_detect == 0:
