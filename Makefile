@@ -12,16 +12,21 @@ STAMP  := $(VENV)/.installed
 
 # Debian's redis-server (which also provides redis-sentinel) is what the
 # integration tests and the benchmarks run against; install it when missing.
+# promtool (Debian's prometheus package) checks the /metrics exposition and the alert rules.
 system-deps:
-	@if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-sentinel >/dev/null 2>&1 \
-	    || ! command -v redis-cli >/dev/null 2>&1; then \
-	  echo "installing Debian's redis-server, redis-sentinel and redis-tools"; \
+	@missing=""; \
+	for cmd in redis-server:redis-server redis-sentinel:redis-sentinel redis-cli:redis-tools \
+	           promtool:prometheus openssl:openssl; do \
+	  command -v $${cmd%%:*} >/dev/null 2>&1 || missing="$$missing $${cmd##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
-	    redis-server redis-sentinel redis-tools >/dev/null; \
+	    --no-install-recommends $$missing >/dev/null; \
 	fi
-	@# The package starts a system-wide redis on 6379; the tests never use it, stop it so it costs nothing.
-	@-systemctl stop redis-server >/dev/null 2>&1 || true
+	@# The packages start system-wide services; the tests never use them, stop them so they cost nothing.
+	@-systemctl stop redis-server redis-sentinel prometheus >/dev/null 2>&1 || true
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
