@@ -18,6 +18,7 @@ import ipaddress
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +27,21 @@ from typing import Any, Final
 from haredis.core.model import Address, PrimarySettings, WatcherSettings
 
 __all__ = [
+    "EVENTS",
+    "HOOKS_KEYS",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "PRIMARY_KEYS",
+    "WARNING_EVENTS",
     "WATCHER_KEYS",
+    "WEBHOOK_KEYS",
     "Config",
     "ConfigError",
+    "HooksConfig",
     "PrimaryConfig",
     "Secret",
     "WatcherConfig",
+    "WebhookConfig",
     "load_config",
     "parse_config",
 ]
@@ -84,6 +91,89 @@ PRIMARY_KEYS: Final = (
     "tls_key_file",
 )
 
+HOOKS_KEYS: Final = (
+    "notification_script",
+    "client_reconfig_script",
+    "script_timeout_ms",
+    "script_max_retries",
+    "script_retry_delay_ms",
+    "webhooks",
+)
+WEBHOOK_KEYS: Final = (
+    "url",
+    "secret_file",
+    "events",
+    "timeout_ms",
+    "max_retries",
+    "retry_delay_ms",
+    "queue_size",
+)
+
+# Sentinel's pub/sub events by level (the channel is the event name), plus haredis's own
+# (+maintenance / -maintenance, -failover-abort-superseded, +failover-summary). WARNING events
+# are what the notification script and, by default, webhooks receive.
+WARNING_EVENTS: Final = frozenset(
+    {
+        "+monitor",
+        "-monitor",
+        "+reset-master",
+        "+set",
+        "+sdown",
+        "-sdown",
+        "+odown",
+        "-odown",
+        "+new-epoch",
+        "+vote-for-leader",
+        "+try-failover",
+        "+elected-leader",
+        "-failover-abort-not-elected",
+        "+failover-state-select-slave",
+        "+selected-slave",
+        "-failover-abort-no-good-slave",
+        "-failover-abort-slave-timeout",
+        "-failover-abort-superseded",
+        "+promoted-slave",
+        "+failover-state-reconf-slaves",
+        "+failover-end",
+        "+failover-end-for-timeout",
+        "+config-update-from",
+        "+switch-master",
+        "+tilt",
+        "-tilt",
+        "-script-error",
+        "-script-timeout",
+        "+maintenance",
+        "-maintenance",
+    }
+)
+_OTHER_EVENTS: Final = frozenset(
+    {
+        # NOTICE
+        "+slave",
+        "+sentinel",
+        "+reboot",
+        "+convert-to-slave",
+        "+fix-slave-config",
+        "+failover-state-send-slaveof-noone",
+        "+failover-state-wait-promotion",
+        "+slave-reconf-sent",
+        "+slave-reconf-inprog",
+        "+slave-reconf-done",
+        "-slave-reconf-sent-timeout",
+        "+slave-reconf-sent-be",
+        "+sentinel-address-switch",
+        "+sentinel-invalid-addr",
+        "+sentinel-address-update",
+        # VERBOSE
+        "+role-change",
+        "-role-change",
+        # haredis: one key=value line per failover this watcher led, when it ends
+        "+failover-summary",
+    }
+)
+# Every event name a webhook's `events` list may name ("*" means every event).
+EVENTS: Final = WARNING_EVENTS | _OTHER_EVENTS
+
 # Optional millisecond keys and their minimum. The common upper bound (one day) catches a value
 # written in the wrong unit (microseconds, or seconds with three zeros too many) early.
 _WATCHER_MS: Final = {
@@ -105,6 +195,8 @@ _PRIMARY_MS: Final = {
     "convert_after_ms": 0,
 }
 _MAX_MS: Final = 86_400_000
+_MAX_RETRIES: Final = 100
+_MAX_QUEUE: Final = 1_000_000
 _MAX_SECRET_BYTES: Final = 65_536  # a secret file is one line; never slurp /dev/zero
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -231,10 +323,46 @@ class WatcherConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookConfig:
+    """One ``[[hooks.webhooks]]`` table. Times in milliseconds, as in the file."""
+
+    url: str
+    secret_file: Path | None = None
+    secret: Secret | None = None  # HMAC-SHA256 key for X-Haredis-Signature
+    events: tuple[str, ...] | None = None  # None: the WARNING events; ("*",): every event
+    timeout_ms: int = 5000
+    max_retries: int = 5
+    retry_delay_ms: int = 1000
+    queue_size: int = 1000
+
+    def wants(self, event: str) -> bool:
+        if self.events is None:
+            return event in WARNING_EVENTS or event.startswith("-failover-abort-")
+        return "*" in self.events or event in self.events
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HooksConfig:
+    """The ``[hooks]`` table: scripts and webhooks, set only in this file. Times in ms."""
+
+    notification_script: Path | None = None
+    client_reconfig_script: Path | None = None
+    script_timeout_ms: int = 60000
+    script_max_retries: int = 10
+    script_retry_delay_ms: int = 30000
+    webhooks: tuple[WebhookConfig, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.notification_script or self.client_reconfig_script or self.webhooks)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     watcher: WatcherConfig
     primaries: tuple[PrimaryConfig, ...]
     source: str
+    hooks: HooksConfig = HooksConfig()
 
     def primary(self, name: str) -> PrimaryConfig | None:
         for primary in self.primaries:
@@ -280,7 +408,13 @@ def parse_config(
     directory of ``source``."""
     base = Path(base_dir) if base_dir is not None else Path(source).absolute().parent
     ctx = _Context(source, base)
-    top = _Table(ctx, "", data, ("watcher", "primaries"))
+    for key in data:
+        if key not in ("watcher", "primaries", "hooks"):
+            # watcher and primaries are the tables every file has; hooks is optional.
+            raise ctx.error(
+                key, "expected one of the keys watcher, primaries", key, "or hooks, which is optional"
+            )
+    top = _Table(ctx, "", data, ("watcher", "primaries", "hooks"))
     watcher = _parse_watcher(ctx, top.table("watcher", WATCHER_KEYS))
     items = top.array("primaries", required=True, expected="[[primaries]] tables")
     if not items:
@@ -303,7 +437,8 @@ def parse_config(
                     str(primary.address),
                 )
         primaries.append(primary)
-    return Config(watcher=watcher, primaries=tuple(primaries), source=source)
+    hooks = _parse_hooks(ctx, top.table("hooks", HOOKS_KEYS)) if top.has("hooks") else HooksConfig()
+    return Config(watcher=watcher, primaries=tuple(primaries), source=source, hooks=hooks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,6 +552,54 @@ def _parse_primary(ctx: _Context, t: _Table, electorate: int) -> PrimaryConfig:
             t.path_of(missing), "expected tls_cert_file and tls_key_file to be set together", _MISSING
         )
     return PrimaryConfig(**kw)
+
+
+def _parse_hooks(ctx: _Context, t: _Table) -> HooksConfig:
+    kw: dict[str, Any] = {}
+    for key in ("notification_script", "client_reconfig_script"):
+        if t.has(key):
+            kw[key] = t.executable(key)
+    if t.has("script_timeout_ms"):
+        kw["script_timeout_ms"] = t.integer("script_timeout_ms", lo=1, hi=_MAX_MS)
+    if t.has("script_max_retries"):
+        kw["script_max_retries"] = t.integer("script_max_retries", lo=0, hi=_MAX_RETRIES)
+    if t.has("script_retry_delay_ms"):
+        kw["script_retry_delay_ms"] = t.integer("script_retry_delay_ms", lo=0, hi=_MAX_MS)
+    webhooks: list[WebhookConfig] = []
+    for index, item in enumerate(t.array("webhooks", expected="[[hooks.webhooks]] tables")):
+        key = f"{t.path_of('webhooks')}[{index}]"
+        if not isinstance(item, Mapping):
+            raise ctx.error(key, "expected a table", item)
+        webhooks.append(_parse_webhook(ctx, _Table(ctx, key, item, WEBHOOK_KEYS)))
+    kw["webhooks"] = tuple(webhooks)
+    return HooksConfig(**kw)
+
+
+def _parse_webhook(ctx: _Context, t: _Table) -> WebhookConfig:
+    kw: dict[str, Any] = {"url": t.url("url")}
+    if t.has("secret_file"):
+        kw["secret_file"], kw["secret"] = t.secret("secret_file")
+    if t.has("events"):
+        names: list[str] = []
+        for index, item in enumerate(t.array("events", expected="an array of event names")):
+            key = f"{t.path_of('events')}[{index}]"
+            if item != "*" and item not in EVENTS:
+                raise ctx.error(key, 'expected a Sentinel event name such as "+switch-master", or "*"', item)
+            assert isinstance(item, str)
+            if item not in names:
+                names.append(item)
+        if not names:
+            raise ctx.error(t.path_of("events"), "expected at least one event name", t.raw("events"))
+        kw["events"] = tuple(names)
+    if t.has("timeout_ms"):
+        kw["timeout_ms"] = t.integer("timeout_ms", lo=1, hi=_MAX_MS)
+    if t.has("max_retries"):
+        kw["max_retries"] = t.integer("max_retries", lo=0, hi=_MAX_RETRIES)
+    if t.has("retry_delay_ms"):
+        kw["retry_delay_ms"] = t.integer("retry_delay_ms", lo=0, hi=_MAX_MS)
+    if t.has("queue_size"):
+        kw["queue_size"] = t.integer("queue_size", lo=1, hi=_MAX_QUEUE)
+    return WebhookConfig(**kw)
 
 
 def _same(a: Address, b: Address) -> bool:
@@ -556,6 +739,44 @@ class _Table:
             return Path(directory) / raw[len(_CREDENTIALS_PREFIX) :]
         path = Path(raw)
         return path if path.is_absolute() else self.ctx.base_dir / path
+
+    def executable(self, key: str) -> Path:
+        """An absolute path to an existing executable file (hooks: never relative, never a
+        command line; it is run with execve, no shell)."""
+        raw = self.string(key, expected="an absolute path to an executable file")
+        path = Path(raw)
+        if not path.is_absolute():
+            raise self._fail(key, "expected an absolute path to an executable file")
+        if not path.is_file():
+            raise self._fail(key, "expected an existing executable file", "no such file")
+        if not os.access(path, os.X_OK):
+            raise self._fail(key, "expected an executable file", "not executable by this user")
+        return path
+
+    def url(self, key: str) -> str:
+        expected = "expected an http:// or https:// URL"
+        value = self.string(key, expected="an http:// or https:// URL")
+        try:
+            parts = urllib.parse.urlsplit(value)
+            port = parts.port
+        except ValueError as exc:
+            raise self._fail(key, expected, str(exc)) from None
+        if parts.scheme.lower() not in ("http", "https"):
+            raise self._fail(key, expected)
+        if parts.username is not None or parts.password is not None:
+            raise self._fail(key, "expected a URL without user:password@ (use secret_file to sign)")
+        host = parts.hostname or ""
+        if not host or not _valid_host(host):
+            raise self._fail(key, expected, "no valid host")
+        if port == 0:
+            raise self._fail(key, expected, "port 0")
+        if parts.fragment:
+            raise self._fail(key, "expected a URL without a #fragment")
+        if " " in value or not value.isascii():
+            raise self._fail(
+                key, "expected a URL of printable ASCII without spaces (percent-encode the rest)"
+            )
+        return value
 
     def secret(self, key: str) -> tuple[Path, Secret]:
         path = self.path(key)

@@ -12,10 +12,14 @@ from typing import Any
 import pytest
 
 from haredis.config import (
+    HOOKS_KEYS,
     PRIMARY_KEYS,
     WATCHER_KEYS,
+    WEBHOOK_KEYS,
     ConfigError,
+    HooksConfig,
     Secret,
+    WebhookConfig,
     load_config,
     parse_config,
 )
@@ -579,3 +583,227 @@ def test_the_example_with_every_commented_key_enabled(tmp_path: Path) -> None:
     assert config.watcher.announce == Address("203.0.113.5", 26379)
     assert config.primaries[0].max_lag_bytes == 1048576
     assert config.primaries[0].tls_key_file == tmp_path / "tls" / "haredis.key"
+
+
+# --- [hooks] ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hook_scripts(conf_dir: Path) -> Path:
+    """conf_dir with an executable script, a plain (not executable) file and a webhook key."""
+    for name, mode in (("notify", 0o755), ("reconf", 0o700), ("plain", 0o644)):
+        (conf_dir / name).write_text("#!/bin/sh\nexit 0\n")
+        (conf_dir / name).chmod(mode)
+    (conf_dir / "hook.key").write_text("hook-k3y\n")
+    return conf_dir
+
+
+def test_no_hooks_by_default(conf_dir: Path) -> None:
+    config = load_config(write(conf_dir, base()))
+    assert config.hooks == HooksConfig()
+    h = config.hooks
+    assert (h.notification_script, h.client_reconfig_script, h.webhooks) == (None, None, ())
+    assert (h.script_timeout_ms, h.script_max_retries, h.script_retry_delay_ms) == (60000, 10, 30000)
+    assert not h.enabled
+
+
+def test_every_hooks_key_can_be_set(hook_scripts: Path) -> None:
+    data = base()
+    data["hooks"] = {
+        "notification_script": str(hook_scripts / "notify"),
+        "client_reconfig_script": str(hook_scripts / "reconf"),
+        "script_timeout_ms": 1000,
+        "script_max_retries": 0,
+        "script_retry_delay_ms": 0,
+        "webhooks": [
+            {
+                "url": "https://hooks.example.com:8443/x?token=t",
+                "secret_file": "hook.key",
+                "events": ["+switch-master", "+odown", "+switch-master", "*"],
+                "timeout_ms": 250,
+                "max_retries": 0,
+                "retry_delay_ms": 10,
+                "queue_size": 1,
+            },
+            {"url": "http://[::1]:8080/"},
+        ],
+    }
+    config = parse_config(data, "t.toml", base_dir=hook_scripts)
+    h = config.hooks
+    assert h.enabled
+    assert (h.notification_script, h.client_reconfig_script) == (
+        hook_scripts / "notify",
+        hook_scripts / "reconf",
+    )
+    assert (h.script_timeout_ms, h.script_max_retries, h.script_retry_delay_ms) == (1000, 0, 0)
+    first, second = h.webhooks
+    assert first.url == "https://hooks.example.com:8443/x?token=t"
+    assert first.secret_file == hook_scripts / "hook.key"
+    assert first.secret is not None and first.secret.reveal() == "hook-k3y"
+    assert first.events == ("+switch-master", "+odown", "*")  # duplicates folded, order kept
+    assert (first.timeout_ms, first.max_retries, first.retry_delay_ms, first.queue_size) == (250, 0, 10, 1)
+    assert second == WebhookConfig(url="http://[::1]:8080/")
+    assert (second.timeout_ms, second.max_retries, second.retry_delay_ms, second.queue_size) == (
+        5000,
+        5,
+        1000,
+        1000,
+    )
+    assert second.events is None and second.secret is None
+    assert "hook-k3y" not in repr(config)
+    # What each webhook receives: by default the WARNING events; "*" everything.
+    assert second.wants("+switch-master") and second.wants("-failover-abort-superseded")
+    assert not second.wants("+slave")
+    assert first.wants("+slave")
+
+
+def test_hooks_in_a_file(hook_scripts: Path) -> None:
+    path = write(hook_scripts, base())
+    with path.open("a") as file:
+        file.write(
+            f'[hooks]\nnotification_script = "{hook_scripts / "notify"}"\n'
+            '[[hooks.webhooks]]\nurl = "http://127.0.0.1:9000/a"\n'
+            '[[hooks.webhooks]]\nurl = "http://127.0.0.1:9000/b"\nevents = ["+sdown"]\n'
+        )
+    config = load_config(path)
+    assert config.hooks.notification_script == hook_scripts / "notify"
+    assert [w.url for w in config.hooks.webhooks] == ["http://127.0.0.1:9000/a", "http://127.0.0.1:9000/b"]
+    assert config.hooks.webhooks[1].events == ("+sdown",)
+
+
+HOOK_REJECTIONS = [
+    # (hooks table, key, fragment); "{dir}" is the directory holding the test scripts
+    ({"notification_script": "notify"}, "hooks.notification_script", "expected an absolute path"),
+    ({"notification_script": "{dir}/missing"}, "hooks.notification_script", "no such file"),
+    ({"client_reconfig_script": "{dir}/plain"}, "hooks.client_reconfig_script", "not executable"),
+    ({"client_reconfig_script": "{dir}"}, "hooks.client_reconfig_script", "expected an existing executable"),
+    ({"notification_script": ""}, "hooks.notification_script", "expected an absolute path"),
+    ({"notification_script": 5}, "hooks.notification_script", "got 5"),
+    ({"notification_script": "{dir}/notify\n"}, "hooks.notification_script", "control characters"),
+    ({"script_timeout_ms": "60000"}, "hooks.script_timeout_ms", "expected an integer in 1..86400000"),
+    ({"script_timeout_ms": 0}, "hooks.script_timeout_ms", "expected an integer in 1..86400000"),
+    ({"script_max_retries": -1}, "hooks.script_max_retries", "expected an integer in 0..100"),
+    ({"script_max_retries": True}, "hooks.script_max_retries", "got True"),
+    ({"script_retry_delay_ms": 1.5}, "hooks.script_retry_delay_ms", "expected an integer"),
+    ({"notification": "/bin/true"}, "hooks.notification", "expected one of the keys notification_script,"),
+    ({"webhooks": {"url": "http://h/"}}, "hooks.webhooks", "expected [[hooks.webhooks]] tables"),
+    ({"webhooks": ["http://h/"]}, "hooks.webhooks[0]", "expected a table"),
+    ({"webhooks": [{}]}, "hooks.webhooks[0].url", "expected an http:// or https:// URL"),
+    ({"webhooks": [{"url": "ftp://h/x"}]}, "hooks.webhooks[0].url", "expected an http:// or https:// URL"),
+    ({"webhooks": [{"url": "hooks.example.com/x"}]}, "hooks.webhooks[0].url", "http:// or https://"),
+    ({"webhooks": [{"url": "http:///x"}]}, "hooks.webhooks[0].url", "no valid host"),
+    ({"webhooks": [{"url": "http://h:99999/"}]}, "hooks.webhooks[0].url", "out of range"),
+    ({"webhooks": [{"url": "http://h:0/"}]}, "hooks.webhooks[0].url", "port 0"),
+    ({"webhooks": [{"url": "https://u:pw@h/"}]}, "hooks.webhooks[0].url", "without user:password@"),
+    ({"webhooks": [{"url": "http://h/a#frag"}]}, "hooks.webhooks[0].url", "without a #fragment"),
+    ({"webhooks": [{"url": "http://h/a b"}]}, "hooks.webhooks[0].url", "without spaces"),
+    ({"webhooks": [{"url": 80}]}, "hooks.webhooks[0].url", "got 80"),
+    (
+        {"webhooks": [{"url": "http://h/", "uri": "x"}]},
+        "hooks.webhooks[0].uri",
+        "expected one of the keys url,",
+    ),
+    (
+        {"webhooks": [{"url": "http://h/", "secret_file": "nope"}]},
+        "hooks.webhooks[0].secret_file",
+        "readable",
+    ),
+    ({"webhooks": [{"url": "http://h/", "events": "+sdown"}]}, "hooks.webhooks[0].events", "array"),
+    ({"webhooks": [{"url": "http://h/", "events": []}]}, "hooks.webhooks[0].events", "at least one"),
+    (
+        {"webhooks": [{"url": "http://h/", "events": ["+sdonw"]}]},
+        "hooks.webhooks[0].events[0]",
+        "+switch-master",
+    ),
+    ({"webhooks": [{"url": "http://h/", "events": ["+sdown", 3]}]}, "hooks.webhooks[0].events[1]", "got 3"),
+    ({"webhooks": [{"url": "http://h/", "timeout_ms": 0}]}, "hooks.webhooks[0].timeout_ms", "1..86400000"),
+    ({"webhooks": [{"url": "http://h/", "max_retries": 101}]}, "hooks.webhooks[0].max_retries", "0..100"),
+    (
+        {"webhooks": [{"url": "http://h/", "retry_delay_ms": -1}]},
+        "hooks.webhooks[0].retry_delay_ms",
+        "0..86400000",
+    ),
+    ({"webhooks": [{"url": "http://h/", "queue_size": 0}]}, "hooks.webhooks[0].queue_size", "1..1000000"),
+    ({"webhooks": [{"url": "http://h/"}, {"url": "gopher://h/"}]}, "hooks.webhooks[1].url", "http://"),
+]
+
+
+@pytest.mark.parametrize(("table", "key", "fragment"), HOOK_REJECTIONS, ids=[r[1] for r in HOOK_REJECTIONS])
+def test_hooks_rejections_name_the_key(
+    hook_scripts: Path, table: dict[str, Any], key: str, fragment: str
+) -> None:
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace("{dir}", str(hook_scripts))
+        if isinstance(value, list):
+            return [fill(item) for item in value]
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        return value
+
+    data = base()
+    data["hooks"] = fill(table)
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "t.toml", base_dir=hook_scripts)
+    error = info.value
+    assert error.key == key, str(error)
+    assert str(error).startswith(f"t.toml: {key}: expected "), str(error)
+    assert fragment in str(error)
+
+
+def test_hooks_must_be_a_table(conf_dir: Path) -> None:
+    data = base()
+    data["hooks"] = "yes"
+    error = error_for(conf_dir, data)
+    assert error.key == "hooks" and "expected a [hooks] table" in str(error)
+
+
+def test_unknown_top_level_key_mentions_hooks(conf_dir: Path) -> None:
+    data = base()
+    data["hook"] = {"notification_script": "/bin/true"}
+    message = str(error_for(conf_dir, data))
+    assert "hook: expected one of the keys watcher, primaries, got 'hook'" in message
+    assert "hooks" in message
+
+
+def _hooks_section(text: str) -> str:
+    return text[text.index("# [hooks]") :]
+
+
+def test_the_example_documents_every_hooks_key() -> None:
+    section = _hooks_section(EXAMPLE.read_text())
+    documented = set(re.findall(r"^#\s+([a-z_]+) = ", section, flags=re.MULTILINE))
+    assert documented == (set(HOOKS_KEYS) - {"webhooks"}) | set(WEBHOOK_KEYS)
+
+
+def test_the_example_hooks_enabled(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text()
+    start = text.index("# [hooks]")
+    enabled = re.sub(r"^#\s*(\[\[?hooks[.a-z]*\]\]?|[a-z_]+ = )", r"\1", text[start:], flags=re.MULTILINE)
+    for name in ("haredis-notify", "haredis-reconfig"):
+        (tmp_path / name).write_text("#!/bin/sh\n")
+        (tmp_path / name).chmod(0o755)
+        enabled = enabled.replace(f"/usr/local/bin/{name}", str(tmp_path / name))
+    (tmp_path / "secret").write_text("pw\n")
+    (tmp_path / "webhook.secret").write_text("hook-pw\n")
+    (tmp_path / "haredis.toml").write_text(text[:start] + enabled)
+    hooks = load_config(tmp_path / "haredis.toml").hooks
+    assert hooks.notification_script == tmp_path / "haredis-notify"
+    assert hooks.client_reconfig_script == tmp_path / "haredis-reconfig"
+    (webhook,) = hooks.webhooks
+    assert webhook.secret is not None and webhook.secret.reveal() == "hook-pw"
+    assert webhook.events == ("+switch-master", "+odown", "-failover-abort-no-good-slave")
+    # The example shows the defaults.
+    defaults = HooksConfig()
+    assert (hooks.script_timeout_ms, hooks.script_max_retries, hooks.script_retry_delay_ms) == (
+        defaults.script_timeout_ms,
+        defaults.script_max_retries,
+        defaults.script_retry_delay_ms,
+    )
+    plain = WebhookConfig(url=webhook.url)
+    assert (webhook.timeout_ms, webhook.max_retries, webhook.retry_delay_ms, webhook.queue_size) == (
+        plain.timeout_ms,
+        plain.max_retries,
+        plain.retry_delay_ms,
+        plain.queue_size,
+    )
