@@ -29,6 +29,8 @@
                     that epoch, and a Switchover goes to the primary the leader is replacing.
 11 switchover-safe  a switchover that was not forced hands over everything: when the old
                     primary demotes itself, the target holds all of its data.
+12 maintenance      a watcher in maintenance mode for a primary (its snapshot's paused_until
+                    lies ahead) starts no automatic (unforced) election for it.
 """
 
 from __future__ import annotations
@@ -164,6 +166,15 @@ class Checker:
                 f"current_epoch {disk.current_epoch} on disk",
             )
         self.first_request.setdefault((host.name, request.primary, request.epoch), self.world.sched.now)
+        if not request.forced and host.watcher is not None:
+            snap = host.watcher.snapshot()
+            view = snap.primary(request.primary)
+            if view is not None and view.paused_until is not None and view.paused_until > snap.now:
+                self.fail(
+                    "12-maintenance",
+                    f"{host.name} started an automatic election for {request.primary} "
+                    f"(epoch {request.epoch}) in maintenance mode ({view.paused_until - snap.now:.1f}s left)",
+                )
 
     def on_gossip(self, host: WatcherHost, gossip: Any) -> None:
         for p in gossip.primaries:
