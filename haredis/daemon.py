@@ -40,6 +40,7 @@ from haredis.core.messages import Gossip, PeerMessage, VoteReply, VoteRequest
 from haredis.core.model import Address, DurableState, Snapshot
 from haredis.core.watcher import Watcher
 from haredis.history import History
+from haredis.hooks import Hooks
 from haredis.log import LogHandle, setup_logging
 from haredis.peers import PeerMesh, PeerSigner, PeerVerifier, peer_command_handler
 from haredis.redis_link import RedisLink
@@ -85,6 +86,8 @@ class Daemon:
         self._ready_sent = False
         self._last_cycle_done = 0.0
         self.history = History(config.watcher.data_dir / "history.jsonl", config.watcher.name)
+        self.hooks: Hooks | None = None
+        self._background: set[asyncio.Future[None]] = set()
 
     # ------------------------------------------------------------------ wiring
 
@@ -114,6 +117,8 @@ class Daemon:
             primary = message.split(" ", 1)[0]
             epoch = self.runtime.watcher.durable.get(primary).config_epoch
             self.history.observe(channel, message, config_epoch=epoch)
+        if self.hooks is not None:
+            self.hooks.submit(channel, message)
 
     def _on_peer_message(self, sender: str, message: PeerMessage) -> None:
         runtime = self.runtime
@@ -126,6 +131,10 @@ class Daemon:
             runtime.feed(VoteRequested(now=now, request=message))
         elif isinstance(message, VoteReply):
             runtime.feed(VoteReplied(now=now, reply=message))
+
+    async def _swap_hooks(self, old: Hooks, new: Hooks) -> None:
+        await new.start()
+        await old.close(SHUTDOWN_GRACE)
 
     def _runtime(self) -> Runtime:
         assert self.runtime is not None, "the runtime starts before the server"
@@ -272,6 +281,8 @@ class Daemon:
             password=w.client_password.reveal() if w.client_password else None,
             server_version=__version__,
         )
+        self.hooks = self._make_hooks(self.config)
+        await self.hooks.start()
         await self.server.start()
         await self.mesh.start()
         for sig, handler in ((signal.SIGTERM, self._stop.set), (signal.SIGINT, self._stop.set)):
@@ -369,6 +380,11 @@ class Daemon:
                 "reload: these keys need a restart and keep their old values", extra={"keys": restart_only}
             )
         self.config = new
+        if new.hooks != old.hooks and self.hooks is not None:
+            # Hook commands come from the file only; a reload rebuilds them. The old object
+            # finishes its running jobs in the background (never stall a cycle on it).
+            old_hooks, self.hooks = self.hooks, self._make_hooks(new, self.hooks)
+            self._background.add(asyncio.ensure_future(self._swap_hooks(old_hooks, self.hooks)))
         # Links are built from the config on first use: drop those whose credentials changed.
         for p in new.primaries:
             before = old.primary(p.name)
@@ -378,6 +394,15 @@ class Daemon:
             self._log_handle.set_level(new.watcher.log_level)
         log.info("reloaded", extra={"event": "reload", "file": self.config_path})
         systemd.ready(self._last_status)
+
+    def _make_hooks(self, config: Config, previous: Hooks | None = None) -> Hooks:
+        def epoch_of(name: str) -> int | None:
+            return self.runtime.watcher.durable.get(name).config_epoch if self.runtime is not None else None
+
+        leading = previous.leading if previous is not None else ()
+        return Hooks(
+            config.hooks, config.watcher.name, publish=self._publish, epoch_of=epoch_of, leading=leading
+        )
 
     async def _shutdown(self) -> None:
         systemd.stopping()
@@ -391,3 +416,5 @@ class Daemon:
             if self.runtime.fatal is None:
                 with contextlib.suppress(OSError):
                     save_state(self.config.watcher.state_file, self.runtime.watcher.durable)
+        if self.hooks is not None:
+            await self.hooks.close(SHUTDOWN_GRACE)

@@ -124,3 +124,41 @@ def test_sighup_applies_a_new_config_and_keeps_the_old_one_when_broken(
         assert w.popen.poll() is None
     finally:
         cluster.close()
+
+
+def test_a_failover_runs_the_configured_reconfig_script_with_sentinels_arguments(
+    tmp_path: Path, redis_cluster: Callable[..., object]
+) -> None:
+    from .redis_procs import RedisCluster
+
+    redis = redis_cluster(replicas=1)
+    assert isinstance(redis, RedisCluster)
+    out = tmp_path / "calls.txt"
+    script = tmp_path / "reconfig.sh"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {out}\n')
+    script.chmod(0o755)
+    cluster = HaredisCluster(
+        redis.primary.address,
+        watchers=3,
+        workdir=str(tmp_path),
+        extra_primary="",
+        extra_watcher="",
+    )
+    for w in cluster.watchers:
+        w.config_path.write_text(
+            w.config_path.read_text() + f'\n[hooks]\nclient_reconfig_script = "{script}"\n'
+        )
+    try:
+        cluster.start()
+        cluster.wait_agree(redis.primary.address)
+        redis.primary.kill()
+        new = redis.replicas[0].address
+        wait_until(
+            lambda: out.exists() and len(out.read_text().splitlines()) >= 3, 15, "the reconfig scripts"
+        )
+        lines = sorted(out.read_text().splitlines())
+        old = redis.primary.address
+        expected = f"mymaster {{}} start {old.host} {old.port} {new.host} {new.port}"
+        assert lines == sorted([expected.format("leader")] + [expected.format("observer")] * 2)
+    finally:
+        cluster.close()
