@@ -41,7 +41,9 @@ from haredis.core.model import Address, DurableState, Snapshot
 from haredis.core.watcher import Watcher
 from haredis.history import History
 from haredis.hooks import Hooks
+from haredis.http import HttpServer
 from haredis.log import LogHandle, setup_logging
+from haredis.metrics import Metrics
 from haredis.peers import PeerMesh, PeerSigner, PeerVerifier, peer_command_handler
 from haredis.redis_link import RedisLink
 from haredis.resp import Bulk, Error, Reply
@@ -87,6 +89,8 @@ class Daemon:
         self._last_cycle_done = 0.0
         self.history = History(config.watcher.data_dir / "history.jsonl", config.watcher.name)
         self.hooks: Hooks | None = None
+        self.metrics: Metrics | None = None
+        self.http: HttpServer | None = None
         self._background: set[asyncio.Future[None]] = set()
 
     # ------------------------------------------------------------------ wiring
@@ -94,7 +98,7 @@ class Daemon:
     def _link_factory(self, primary: str, address: Address, purpose: str) -> RedisPort:
         p = self.config.primary(primary)
         assert p is not None
-        return RedisLink(
+        link = RedisLink(
             address,
             username=p.username,
             password=p.password.reveal() if p.password else None,
@@ -102,6 +106,9 @@ class Daemon:
             connect_timeout=max(0.05, min(1.0, p.down_after_ms / 3000)),
             client_name=f"haredis-{self.config.watcher.name}-{purpose}",
         )
+        if purpose == "probe" and self.metrics is not None:
+            return self.metrics.timed_probe_link(primary, link)
+        return link
 
     def _persist(self, state: DurableState) -> None:
         save_state(self.config.watcher.state_file, state)
@@ -119,6 +126,8 @@ class Daemon:
             self.history.observe(channel, message, config_epoch=epoch)
         if self.hooks is not None:
             self.hooks.submit(channel, message)
+        if self.metrics is not None and self.runtime is not None:
+            self.metrics.observe_event(channel, message, self.runtime.now())
 
     def _on_peer_message(self, sender: str, message: PeerMessage) -> None:
         runtime = self.runtime
@@ -264,6 +273,12 @@ class Daemon:
         signer = PeerSigner(secret or os.urandom(32), w.name, time.time_ns(), origin=w.advertised)
         verifier = PeerVerifier(secret, own_name=w.name)
         self.mesh = PeerMesh(list(w.peers), signer)
+        self.metrics = Metrics(
+            lambda: self._runtime().snapshot,
+            lambda: self._runtime().watcher.settings,
+            stats=lambda: self._runtime().stats,
+            rejected=lambda: verifier.rejected,
+        )
         self.runtime = Runtime(
             watcher,
             links=self._link_factory,
@@ -284,6 +299,18 @@ class Daemon:
         self.hooks = self._make_hooks(self.config)
         await self.hooks.start()
         await self.server.start()
+        if w.metrics_port:
+            self.http = HttpServer(
+                host=w.bind,
+                port=w.metrics_port,
+                registry=self.metrics.registry,
+                snapshot=lambda: self._runtime().snapshot,
+                last_cycle=lambda: self._last_cycle_done or None,
+                ready=lambda: self._ready_sent,
+                max_cycle_age=max(2.0, 3 * w.tick_interval_ms / 1000),
+                clock=loop.time,
+            )
+            await self.http.start()
         await self.mesh.start()
         for sig, handler in ((signal.SIGTERM, self._stop.set), (signal.SIGINT, self._stop.set)):
             loop.add_signal_handler(sig, handler)
@@ -372,7 +399,16 @@ class Daemon:
         runtime.run_actions(actions)
         restart_only = [
             key
-            for key in ("bind", "port", "peers", "secret", "client_password", "data_dir", "announce")
+            for key in (
+                "bind",
+                "port",
+                "metrics_port",
+                "peers",
+                "secret",
+                "client_password",
+                "data_dir",
+                "announce",
+            )
             if getattr(new.watcher, key) != getattr(old.watcher, key)
         ]
         if restart_only:
@@ -409,6 +445,8 @@ class Daemon:
         log.info("stopping", extra={"event": "stopping"})
         if self.server is not None:
             await self.server.close(SHUTDOWN_GRACE)
+        if self.http is not None:
+            await self.http.close()
         if self.mesh is not None:
             await self.mesh.close()
         if self.runtime is not None:

@@ -180,11 +180,13 @@ class HaredisCluster:
         extra_primary: str = "",
         extra_watcher: str = "",
         workdir: str | None = None,
+        metrics: bool = False,
     ) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="haredis-") if workdir is None else None
         self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
         (self.workdir / "secret").write_text("test-secret-of-enough-length\n")
         ports = [free_port() for _ in range(watchers)]
+        self.metrics_ports = [free_port() if metrics else 0 for _ in range(watchers)]
         self.watchers: list[HaredisProc] = []
         for i, port in enumerate(ports):
             name = f"w{i + 1}"
@@ -194,7 +196,7 @@ class HaredisCluster:
 name = {_toml_str(name)}
 bind = "{LOOPBACK}"
 port = {port}
-metrics_port = 0
+metrics_port = {self.metrics_ports[i]}
 peers = [{peers}]
 data_dir = {_toml_str(str(self.workdir / f"{name}-data"))}
 secret_file = {_toml_str(str(self.workdir / "secret"))}

@@ -199,3 +199,57 @@ def test_bad_arguments_get_clear_errors(live: tuple[RedisCluster, HaredisCluster
     assert result.returncode == 2 and "expected a duration" in result.stderr
     result = cli("failover", "mymaster", "--to", "10.9.9.9:1", "--yes", "--watcher", port)
     assert result.returncode == 6 and "not a known replica" in result.stderr
+
+
+def test_metrics_health_ready_and_topology_on_a_live_cluster(
+    redis_cluster: Callable[..., RedisCluster],
+) -> None:
+    import shutil
+    import urllib.request
+
+    redis = redis_cluster(replicas=2)
+    cluster = HaredisCluster(redis.primary.address, metrics=True)
+    try:
+        cluster.start()
+        cluster.wait_agree(redis.primary.address)
+        base = f"http://127.0.0.1:{cluster.metrics_ports[0]}"
+
+        def get(path: str) -> tuple[int, str]:
+            with urllib.request.urlopen(base + path, timeout=3) as response:
+                return response.status, response.read().decode()
+
+        wait_until(lambda: get("/ready")[0] == 200, 10, "/ready")
+        assert get("/health")[0] == 200
+        topology = json.loads(get("/topology")[1])
+        assert json.dumps(topology).count(str(redis.primary.address)) >= 1
+        wait_until(lambda: "haredis_master_ok_replicas" in get("/metrics")[1], 10, "metrics")
+        text = get("/metrics")[1]
+        assert (
+            'haredis_master_config_epoch{master_address="' in text or "haredis_master_config_epoch{" in text
+        )
+        assert "haredis_build_info" in text and "haredis_last_cycle_timestamp_seconds" in text
+        if shutil.which("promtool"):
+            check = subprocess.run(
+                ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False
+            )
+            assert check.returncode == 0, check.stdout + check.stderr
+        # A failover shows in the counters of the watcher that led it.
+        redis.primary.kill()
+        new = wait_until(
+            lambda: (a := cluster.watchers[0].master_addr()) != redis.primary.address and a,
+            15,
+            "the failover",
+        )
+        cluster.wait_agree(new)
+
+        def led_ok() -> bool:
+            for port in cluster.metrics_ports:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as r:
+                    body = r.read().decode()
+                if 'haredis_failovers_total{master_name="mymaster",result="ok"} 1.0' in body:
+                    return True
+            return False
+
+        wait_until(led_ok, 10, "one watcher to count the failover it led")
+    finally:
+        cluster.close()
