@@ -412,9 +412,14 @@ def history(
         line = f"{when} {e.get('master')} epoch {e.get('epoch')} {e.get('old')} -> {e.get('new')}"
         line += f" ({e.get('role')})"
         if e.get("role") == "leader":
+
+            def secs(key: str, entry: dict[str, Any] = e) -> str:
+                value = entry.get(key)
+                return "-" if value is None else f"{value}s"
+
             line += (
-                f" reason={e.get('reason')} total={e.get('total')}s detect={e.get('detect')}s"
-                f" elect={e.get('elect')}s promote={e.get('promote')}s lost_bytes={e.get('lost_bytes')}"
+                f" reason={e.get('reason')} total={secs('total')} detect={secs('detect')}"
+                f" elect={secs('elect')} promote={secs('promote')} lost_bytes={e.get('lost_bytes')}"
             )
         click.echo(line)
 

@@ -116,6 +116,7 @@ class Failover:
     phase: Phase = Phase.ELECTION
     phase_since: float = 0.0
     votes: set[str] = field(default_factory=set)
+    refusals: set[str] = field(default_factory=set)  # voters that answered no in this epoch
     old_primary: Address | None = None
     target: Address | None = None
     select_asked_at: float | None = None  # when fresh INFO was requested for selection

@@ -482,6 +482,8 @@ class Watcher:
             return
         if reply.granted:
             fo.votes.add(reply.sender)
+        else:
+            fo.refusals.add(reply.sender)
         self._evaluate(group)
 
     def _on_promote_done(self, event: PromoteDone) -> None:
@@ -733,7 +735,7 @@ class Watcher:
                 self._emit(Publish("+elected-leader", _describe(group, group.address)))
                 self._fire(group, Trigger.WON)
                 self._begin_selection(group)
-            elif now - fo.started_at > self.settings.election_timeout:
+            elif now - fo.started_at > self.settings.election_timeout or self._cannot_win(group, fo):
                 self._fire(group, Trigger.LOST)
         elif fo.phase is Phase.SELECT:
             if fo.epoch < group.durable.current_epoch or self.in_hold:
@@ -749,6 +751,13 @@ class Watcher:
             self._verify_promotion(group)
         elif fo.phase is Phase.RECONF:
             self._reconfigure(group)
+
+    def _cannot_win(self, group: _Group, fo: Failover) -> bool:
+        """Enough voters said no that a win is impossible: give up now (a split vote), not
+        at the election timeout, so the randomised retry comes sooner."""
+        undecided = self.settings.electorate - len(fo.votes) - len(fo.refusals - fo.votes)
+        needed = max(self.settings.majority, group.settings.quorum)
+        return len(fo.votes) + undecided < needed
 
     def _promote_timeout(self, group: _Group) -> float:
         return min(group.settings.failover_timeout, max(1.0, 3 * group.settings.ping_period))
