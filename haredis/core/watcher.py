@@ -214,7 +214,7 @@ class Watcher:
                 self._on_vote_request(event)
             case VoteReplied():
                 self._on_vote_reply(event)
-            case PromoteDone():
+            case PromoteDone() | SwitchoverDone():
                 self._on_promote_done(event)
             case ReplicaOfDone():
                 self._on_replicaof_done(event)
@@ -222,8 +222,6 @@ class Watcher:
                 self._on_failover_command(event)
             case SwitchoverCommand():
                 self._on_switchover_command(event)
-            case SwitchoverDone():
-                self._on_switchover_done(event)
             case PauseCommand():
                 self._on_pause_command(event)
         self._push_changed_gossip()
@@ -486,18 +484,21 @@ class Watcher:
             fo.refusals.add(reply.sender)
         self._evaluate(group)
 
-    def _on_promote_done(self, event: PromoteDone) -> None:
+    def _on_promote_done(self, event: PromoteDone | SwitchoverDone) -> None:
+        """The result of a Promote, or of a Switchover (the same step, done by FAILOVER TO)."""
         group = self._groups.get(event.primary)
         if group is None:
             return
         fo = group.failover
         if fo is None or fo.phase is not Phase.PROMOTE or fo.epoch != event.epoch:
             return
-        if event.address != fo.target:
+        if event.address != fo.target or fo.switchover != isinstance(event, SwitchoverDone):
             return
         if event.role_ok:
             self._commit_promotion(group)
         else:
+            # The step failed midway (a broken connection), or FAILOVER timed out because the
+            # target never caught up (the old primary then stays primary): ask the target.
             self._fire(group, Trigger.UNCERTAIN)
             self._ask_info(group, group.instance(event.address, self._now))
         self._evaluate(group)
@@ -536,24 +537,6 @@ class Watcher:
         fo.switchover_target = event.target
         fo.switchover_timeout = event.timeout
         fo.switchover_force = event.force
-        self._evaluate(group)
-
-    def _on_switchover_done(self, event: SwitchoverDone) -> None:
-        group = self._groups.get(event.primary)
-        if group is None:
-            return
-        fo = group.failover
-        if fo is None or not fo.switchover or fo.phase is not Phase.PROMOTE or fo.epoch != event.epoch:
-            return
-        if event.address != fo.target:
-            return
-        if event.role_ok:
-            self._commit_promotion(group)
-        else:
-            # FAILOVER may have timed out (the target never caught up: the old primary stays
-            # primary) or succeeded while our connection broke: find out from the target.
-            self._fire(group, Trigger.UNCERTAIN)
-            self._ask_info(group, group.instance(event.address, self._now))
         self._evaluate(group)
 
     def _on_pause_command(self, event: PauseCommand) -> None:
