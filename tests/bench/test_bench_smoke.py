@@ -22,9 +22,9 @@ LAST_LINE = re.compile(
 )
 
 
-def run_smoke(results_dir: Path) -> subprocess.CompletedProcess[str]:
+def run_smoke(results_dir: Path, module: str = "bench.failover") -> subprocess.CompletedProcess[str]:
     """Run the benchmark; on timeout, SIGTERM it first so it stops every process it started."""
-    argv = [sys.executable, "-m", "bench.failover", "--smoke", "--results-dir", str(results_dir)]
+    argv = [sys.executable, "-m", module, "--smoke", "--results-dir", str(results_dir)]
     with subprocess.Popen(
         argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as proc:
@@ -37,7 +37,7 @@ def run_smoke(results_dir: Path) -> subprocess.CompletedProcess[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 out, err = proc.communicate()
-            pytest.fail(f"bench.failover --smoke did not finish within {TIMEOUT:.0f}s:\n{out}\n{err}")
+            pytest.fail(f"{module} --smoke did not finish within {TIMEOUT:.0f}s:\n{out}\n{err}")
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
@@ -70,3 +70,34 @@ def test_failover_smoke(tmp_path: Path) -> None:
     assert runs[0]["last_line"] == lines[-1]
     assert [(r["system"], r["fault"]) for r in runs[0]["rounds"]] == [("haredis", "crash")]
     assert lines[-1] in (tmp_path / "failover.md").read_text()
+
+
+SWITCHOVER_LINE = re.compile(
+    r"switchover haredis_lost=(?P<haredis_lost>\d+) haredis_unavailable_s=(?P<haredis_unavailable>\d+\.\d{3})"
+    r" sentinel_lost=(?P<sentinel_lost>nan) sentinel_unavailable_s=(?P<sentinel_unavailable>nan)"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs Debian's redis-server on PATH")
+def test_switchover_smoke(tmp_path: Path) -> None:
+    """``python -m bench.switchover --smoke``: one haredis switchover round under writes runs end
+    to end, writes its results files and ends with the line that scripts parse."""
+    done = run_smoke(tmp_path, "bench.switchover")
+    assert done.returncode == 0, (
+        f"exit code {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    )
+
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"no output; stderr:\n{done.stderr}"
+    match = SWITCHOVER_LINE.fullmatch(lines[-1])
+    assert match is not None, f"unexpected last line {lines[-1]!r}"
+    # A switchover of a live primary goes through Redis's FAILOVER TO, which waits for the
+    # target to hold every acknowledged write: unlike a kill -9, nothing excuses a loss here.
+    assert int(match["haredis_lost"]) == 0, done.stderr
+
+    runs = json.loads((tmp_path / "switchover.json").read_text())
+    assert len(runs) == 1
+    assert runs[0]["last_line"] == lines[-1]
+    assert [(r["system"], r["error"]) for r in runs[0]["rounds"]] == [("haredis", "")]
+    assert lines[-1] in (tmp_path / "switchover.md").read_text()
