@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from haredis.core.model import Address, InstanceView, PeerView, PrimaryView, Role, Snapshot
-from haredis.resp import NULL_ARRAY, OK, Array, Bulk, Error, Integer, Map, Reply, bulk_array
+from haredis.resp import NULL_ARRAY, OK, Array, Bulk, Error, Integer, Map, Reply, SimpleString, bulk_array
 
 
 def run_id(name: str) -> str:
@@ -176,7 +176,8 @@ def sentinel_command(ctx: SentinelContext, args: Sequence[bytes]) -> Reply:
     rest = list(args[1:])
     handler = _SUBCOMMANDS.get(sub)
     if handler is None:
-        return _err(f"ERR Unknown sentinel subcommand '{args[0].decode(errors='replace')}'")
+        # Redis 7's generic subcommand error (server.c), the text real Sentinel sends.
+        return _err(f"ERR unknown subcommand '{args[0].decode(errors='replace')}'. Try SENTINEL HELP.")
     arity, fn = handler
     if (arity >= 0 and len(rest) != arity) or (arity < 0 and len(rest) < -arity - 1):
         return _err(f"ERR wrong number of arguments for 'sentinel|{sub.lower()}' command")
@@ -242,7 +243,8 @@ def _ckquorum(ctx: SentinelContext, args: list[bytes]) -> Reply:
             f"NOQUORUM {usable} usable Sentinels. "
             "Not enough available Sentinels to reach the majority and authorize a failover"
         )
-    return Bulk(f"OK {usable} usable Sentinels. Quorum and failover authorization can be reached")
+    # A status reply (+OK …), as sentinel.c sends it, not a bulk string.
+    return SimpleString(f"OK {usable} usable Sentinels. Quorum and failover authorization can be reached")
 
 
 def _myid(ctx: SentinelContext, _: list[bytes]) -> Reply:
