@@ -13,6 +13,7 @@ Exit codes (stable, documented in the README):
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import sys
@@ -111,6 +112,8 @@ def parse_duration(text: str) -> float:
 class WatcherTarget:
     address: Address
     password: str | None
+    tls: bool = False
+    tls_ca_file: str | None = None
 
 
 def _resolve_target(watcher: str | None, config_path: str | None, password_file: str | None) -> WatcherTarget:
@@ -138,10 +141,29 @@ def _resolve_target(watcher: str | None, config_path: str | None, password_file:
             raise click.BadParameter(
                 f"cannot read {password_file}: {exc}", param_hint="--password-file"
             ) from None
-    return WatcherTarget(address, password)
+    tls, tls_ca_file = click.get_current_context().meta.get("haredis.tls", (False, None))
+    if config_path is not None and watcher is None:
+        w = load_config(config_path).watcher
+        if w.tls_cert_file is not None:
+            tls = True
+            tls_ca_file = tls_ca_file or (str(w.tls_ca_file) if w.tls_ca_file else None)
+    return WatcherTarget(address, password, tls, tls_ca_file)
 
 
-def watcher_options(f: Callable[..., None]) -> Callable[..., None]:
+def watcher_options(command: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(command)
+    def wrapper(*args: Any, tls: bool, tls_ca_file: str | None, **kwargs: Any) -> None:
+        # The TLS options travel in the click context to _client, not through every command.
+        click.get_current_context().meta["haredis.tls"] = (tls or tls_ca_file is not None, tls_ca_file)
+        command(*args, **kwargs)
+
+    f = click.option(
+        "--tls-ca-file",
+        envvar="HAREDIS_TLS_CA_FILE",
+        type=click.Path(dir_okay=False),
+        help="Connect with TLS, trusting this CA (implies --tls).",
+    )(wrapper)
+    f = click.option("--tls", is_flag=True, envvar="HAREDIS_TLS", help="Connect to the watcher with TLS.")(f)
     f = click.option(
         "--password-file",
         envvar="HAREDIS_PASSWORD_FILE",
@@ -172,6 +194,10 @@ class _Client:
         import redis
 
         self.target = target
+        tls: dict[str, Any] = {}
+        if target.tls:
+            # A private CA signs watchers' certificates; they are dialled by IP: no hostname check.
+            tls = {"ssl": True, "ssl_ca_certs": target.tls_ca_file, "ssl_check_hostname": False}
         self._redis = redis.Redis(
             host=target.address.host,
             port=target.address.port,
@@ -180,6 +206,7 @@ class _Client:
             socket_connect_timeout=timeout,
             decode_responses=True,
             protocol=2,
+            **tls,
         )
         self._errors: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
         self._response_error: type[Exception] = redis.ResponseError

@@ -60,6 +60,9 @@ WATCHER_KEYS: Final = (
     "data_dir",
     "secret_file",
     "client_password_file",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_ca_file",
     "tick_interval_ms",
     "gossip_period_ms",
     "opinion_ttl_ms",
@@ -297,6 +300,10 @@ class WatcherConfig:
     secret: Secret | None = None
     client_password_file: Path | None = None
     client_password: Secret | None = None
+    # TLS on the RESP port (clients, CLI and peers); peers are verified against tls_ca_file.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = None
     tick_interval_ms: int = 100
     gossip_period_ms: int = 500
     opinion_ttl_ms: int = 2000
@@ -464,6 +471,21 @@ def _parse_watcher(ctx: _Context, t: _Table) -> WatcherConfig:
         kw["log_format"] = t.choice("log_format", LOG_FORMATS)
     if t.has("client_password_file"):
         kw["client_password_file"], kw["client_password"] = t.secret("client_password_file")
+    for key in ("tls_cert_file", "tls_key_file", "tls_ca_file"):
+        if t.has(key):
+            path = t.path(key)
+            if not path.is_file():
+                raise ctx.error(t.path_of(key), "expected an existing file", t.raw(key), str(path))
+            kw[key] = path
+    if ("tls_cert_file" in kw) != ("tls_key_file" in kw):
+        missing = "tls_key_file" if "tls_cert_file" in kw else "tls_cert_file"
+        raise ctx.error(
+            t.path_of(missing), "expected tls_cert_file and tls_key_file to be set together", _MISSING
+        )
+    if "tls_ca_file" in kw and "tls_cert_file" not in kw:
+        raise ctx.error(
+            t.path_of("tls_cert_file"), "expected a certificate when tls_ca_file is set", _MISSING
+        )
 
     own = WatcherConfig(name=kw["name"], data_dir=kw["data_dir"])
     bind, port = kw.get("bind", own.bind), kw.get("port", own.port)

@@ -70,6 +70,27 @@ def _tls_context(p: PrimaryConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+def _server_tls_context(config: Config) -> ssl.SSLContext | None:
+    w = config.watcher
+    if w.tls_cert_file is None or w.tls_key_file is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(w.tls_cert_file), str(w.tls_key_file))
+    return ctx
+
+
+def _peer_tls_context(config: Config) -> ssl.SSLContext | None:
+    """Peers are dialled by the addresses in `peers`, often bare IPs: they are authenticated
+    by the CA that signed their certificate (and by the HMAC), not by hostname."""
+    w = config.watcher
+    if w.tls_cert_file is None:
+        return None
+    ctx = ssl.create_default_context(cafile=str(w.tls_ca_file) if w.tls_ca_file else None)
+    if w.tls_ca_file is not None:
+        ctx.check_hostname = False
+    return ctx
+
+
 def _credentials(p: PrimaryConfig) -> tuple[object, ...]:
     return (p.username, p.password, p.tls, p.tls_ca_file, p.tls_cert_file, p.tls_key_file)
 
@@ -272,7 +293,12 @@ class Daemon:
         # peer rejects replays of what we sent before a restart.
         signer = PeerSigner(secret or os.urandom(32), w.name, time.time_ns(), origin=w.advertised)
         verifier = PeerVerifier(secret, own_name=w.name)
-        self.mesh = PeerMesh(list(w.peers), signer)
+        self.mesh = PeerMesh(
+            list(w.peers),
+            signer,
+            password=w.client_password.reveal() if w.client_password else None,
+            ssl=_peer_tls_context(self.config),
+        )
         self.metrics = Metrics(
             lambda: self._runtime().snapshot,
             lambda: self._runtime().watcher.settings,
@@ -295,6 +321,7 @@ class Daemon:
             port=w.port,
             password=w.client_password.reveal() if w.client_password else None,
             server_version=__version__,
+            ssl=_server_tls_context(self.config),
         )
         self.hooks = self._make_hooks(self.config)
         await self.hooks.start()

@@ -162,3 +162,78 @@ def test_a_failover_runs_the_configured_reconfig_script_with_sentinels_arguments
         assert lines == sorted([expected.format("leader")] + [expected.format("observer")] * 2)
     finally:
         cluster.close()
+
+
+def _make_certs(directory: Path) -> tuple[Path, Path, Path]:
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=30)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=haredis test CA",
+            "-keyout", "ca.key", "-out", "ca.crt")  # fmt: skip
+    (directory / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=watcher", "-keyout", "w.key", "-out", "w.csr"
+    )
+    openssl("x509", "-req", "-in", "w.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "san.ext", "-out", "w.crt")  # fmt: skip
+    return directory / "ca.crt", directory / "w.crt", directory / "w.key"
+
+
+def test_tls_and_a_client_password_on_the_watcher_port_for_clients_cli_and_peers(
+    tmp_path: Path, redis_cluster: Callable[..., object]
+) -> None:
+    import shutil
+
+    import pytest
+    import redis as redis_py
+
+    from .redis_procs import RedisCluster
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make certificates")
+    ca, cert, key = _make_certs(tmp_path)
+    (tmp_path / "client.pass").write_text("client-secret\n")
+    redis = redis_cluster(replicas=1)
+    assert isinstance(redis, RedisCluster)
+    tls_keys = (
+        f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"\ntls_ca_file = "{ca}"\n'
+        f'client_password_file = "{tmp_path / "client.pass"}"\n'
+    )
+    cluster = HaredisCluster(redis.primary.address, workdir=str(tmp_path), extra_watcher=tls_keys)
+    # The harness probes readiness over plain TCP; wait on the TLS port ourselves instead.
+    try:
+        for w in cluster.watchers:
+            w.start(wait=False)
+
+        def tls_client(port: int) -> redis_py.Redis:
+            return redis_py.Redis(
+                "127.0.0.1", port, ssl=True, ssl_ca_certs=str(ca), ssl_check_hostname=False,
+                password="client-secret", socket_timeout=1.0, decode_responses=True, protocol=2,
+            )  # fmt: skip
+
+        def agreed(address: object) -> bool:
+            replies = []
+            for w in cluster.watchers:
+                with tls_client(w.port) as c:
+                    replies.append(c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"))
+            return all(r == [address.host, str(address.port)] for r in replies)  # type: ignore[attr-defined]
+
+        wait_until(lambda: agreed(redis.primary.address), 20, "the watchers over TLS")
+        # Plain TCP is refused (the handshake fails), and so is TLS without the password.
+        plain = redis_py.Redis("127.0.0.1", cluster.watchers[0].port, socket_timeout=1.0)
+        with pytest.raises(redis_py.ConnectionError), plain:
+            plain.ping()
+        with pytest.raises(redis_py.AuthenticationError), redis_py.Redis(
+            "127.0.0.1", cluster.watchers[0].port, ssl=True, ssl_ca_certs=str(ca), ssl_check_hostname=False,
+            socket_timeout=1.0,
+        ) as nopass:  # fmt: skip
+            nopass.execute_command("SENTINEL", "MASTERS")
+        # The CLI reads the TLS settings and the password from the config file.
+        result = run_cli("status", "--json", "-c", str(cluster.watchers[0].config_path))
+        assert result.returncode == 0, result.stderr
+        # Peers talk over TLS with the password: a failover still needs (and gets) their votes.
+        redis.primary.kill()
+        new = redis.replicas[0].address
+        wait_until(lambda: agreed(new), 20, "a failover agreed over TLS")
+    finally:
+        cluster.close()
