@@ -124,13 +124,20 @@ class Sentinels:
 
 
 def knows(port: int, replicas: int, others: int) -> bool:
-    """The sentinel (or watcher) on `port` sees a healthy master, `replicas` and `others`."""
+    """The sentinel (or watcher) on `port` sees a healthy master, `replicas` healthy replicas
+    and `others` connected Sentinels (a fresh link is briefly flagged "disconnected")."""
     with redis.Redis(LOOPBACK, port, socket_timeout=1.0, decode_responses=True) as client:
         m = pairs(client.execute_command("SENTINEL", "MASTER", "mymaster"))
+        slaves = [pairs(r) for r in client.execute_command("SENTINEL", "REPLICAS", "mymaster")]
+        peers = [pairs(p) for p in client.execute_command("SENTINEL", "SENTINELS", "mymaster")]
     return (
         m["flags"] == "master"
         and m["num-slaves"] == str(replicas)
         and m["num-other-sentinels"] == str(others)
+        and len(slaves) == replicas
+        and all(r["flags"] == "slave" and r["master-link-status"] == "ok" for r in slaves)
+        and len(peers) == others
+        and all(p["flags"] == "sentinel" for p in peers)
     )
 
 
