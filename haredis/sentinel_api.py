@@ -10,17 +10,11 @@ Snapshot into resp replies, so the API can never disagree with /metrics or `hare
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from haredis.core.model import Address, InstanceView, PeerView, PrimaryView, Role, Snapshot
+from haredis.core.model import Address, InstanceView, PeerView, PrimaryView, Role, Snapshot, run_id
 from haredis.resp import NULL_ARRAY, OK, Array, Bulk, Error, Integer, Map, Reply, SimpleString, bulk_array
-
-
-def run_id(name: str) -> str:
-    """A stable 40-hex-digit run id for a watcher name (what SENTINEL MYID returns)."""
-    return hashlib.sha1(f"haredis:{name}".encode()).hexdigest()
 
 
 def _ms(now: float, then: float | None) -> str:

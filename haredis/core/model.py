@@ -8,7 +8,14 @@ Times are floats in seconds on the watcher's monotonic clock (the `now` of the e
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
+
+
+def run_id(name: str) -> str:
+    """A watcher's stable 40-hex-digit run id, derived from its name: what SENTINEL MYID
+    returns and what Sentinel's events carry where they name a Sentinel."""
+    return hashlib.sha1(f"haredis:{name}".encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -92,6 +92,7 @@ from haredis.core.model import (
     Role,
     Snapshot,
     WatcherSettings,
+    run_id,
 )
 
 # A replica whose link to the primary has been down this many down_after periods longer
@@ -461,7 +462,7 @@ class Watcher:
         )
         self._set_durable(group, decision.durable)
         if decision.newly_granted:
-            self._emit(Publish("+vote-for-leader", f"{req.sender} {req.epoch}"))
+            self._emit(Publish("+vote-for-leader", f"{run_id(req.sender)} {req.epoch}"))
             # Give the candidate we voted for the time to win and act before we try ourselves.
             backoff = self.settings.election_timeout + self.settings.retry_backoff * election.jitter(
                 self.name, group.name, req.epoch, "penalty"
@@ -679,7 +680,7 @@ class Watcher:
         group.failover = fo
         self._emit(Publish("+new-epoch", str(epoch)))
         self._emit(Publish("+try-failover", _describe(group, group.address)))
-        self._emit(Publish("+vote-for-leader", f"{self.name} {epoch}"))
+        self._emit(Publish("+vote-for-leader", f"{run_id(self.name)} {epoch}"))
         if self.settings.electorate > 1:
             self._emit(RequestVotes(VoteRequest(self.name, group.name, epoch, forced)))
         self._mark_dirty(group)
