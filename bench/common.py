@@ -499,7 +499,14 @@ def cpu_model() -> str:
 def machine_info() -> dict[str, Any]:
     """Where and when this ran, with what, and how busy the machine was at the start."""
     uname = os.uname()
-    status = _command_output("git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no")
+    # Not _command_output: its strip() would eat the status column of the first line.
+    try:
+        status = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        status = ""
     return {
         "uname": f"{uname.sysname} {uname.release} {uname.machine}",
         "cpu_model": cpu_model(),
