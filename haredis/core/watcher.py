@@ -370,6 +370,10 @@ class Watcher:
         for group in self._groups.values():
             self._schedule_probes(group, now)
             self._evaluate(group)
+            if group.failover is None:
+                # Steady-state reconfiguration is never urgent (it waits convert_after):
+                # once a tick is enough, and keeps it off the path of every probe reply.
+                self._enforce_topology(group)
         heartbeat_due = (
             self._last_heartbeat is None or now - self._last_heartbeat >= self.settings.gossip_period
         )
@@ -613,7 +617,6 @@ class Watcher:
             self._drive_failover(group)
         else:
             self._maybe_start_failover(group)
-            self._enforce_topology(group)
 
     def _evaluate_odown(self, group: _Group, now: float) -> None:
         s = group.settings
@@ -645,7 +648,10 @@ class Watcher:
     # ------------------------------------------------------------------ candidacy and election
 
     def _candidates_exist(self, group: _Group) -> bool:
-        return any(not inst.detector.down for inst in group.replicas())
+        # The same eligibility the selection applies: a group whose only replicas are
+        # priority 0, of another history or long disconnected must not start an election
+        # every backoff (each one persisting a vote on every watcher) only to find none.
+        return selection.best(self._rank(group, None)) is not None
 
     def _peer_leading(self, group: _Group) -> bool:
         views = self._peers.fresh_views(group.name, self._now, self.settings.opinion_ttl)
