@@ -28,6 +28,10 @@ class Candidate:
     reachable: bool
     info: InstanceInfo | None
     info_age: float | None  # seconds since that INFO was read
+    # Already a primary that the configured primary itself now follows: a promotion that
+    # happened behind our back (a FAILOVER that ran late). Promoting it again is a no-op
+    # that lets the watchers ratify the topology Redis already has.
+    adoptable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +85,16 @@ def _exclusion(c: Candidate, history: History, max_info_age: float, max_link_dow
     if c.info_age > max_info_age:
         return f"stale INFO ({c.info_age:.1f}s old)"
     info = c.info
-    if info.role is not Role.REPLICA:
+    if info.role is not Role.REPLICA and not (c.adoptable and info.role is Role.PRIMARY):
         return f"not a replica (role {info.role.value})"
     if info.priority == 0:
         return "priority 0"
     if not info.link_up and info.link_down_seconds > max_link_down:
         return f"link down {info.link_down_seconds:.0f}s"
-    if not _same_history(info, history):
+    if not (
+        _same_history(info, history)
+        or (c.adoptable and bool(history.replid) and info.replid2 == history.replid)
+    ):
         return f"other history (replid {info.replid[:8] or '?'})"
     return None
 

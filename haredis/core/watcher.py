@@ -770,6 +770,10 @@ class Watcher:
     def _rank(self, group: _Group, fresh_after: float | None) -> list[selection.Verdict]:
         now = self._now
         s = group.settings
+        primary_info = group.instances[group.address].info
+        followed = (
+            primary_info.master if primary_info is not None and primary_info.role is Role.REPLICA else None
+        )
         candidates = [
             selection.Candidate(
                 address=inst.address,
@@ -777,6 +781,7 @@ class Watcher:
                 reachable=inst.detector.last_outcome_ok,
                 info=inst.info,
                 info_age=None if inst.info_at is None else now - inst.info_at,
+                adoptable=inst.address == followed,
             )
             for inst in group.replicas()
         ]

@@ -232,3 +232,22 @@ def test_resume_ends_a_pause_everywhere() -> None:
     world.kill(P)
     world.run(3.0)
     assert len(world.promotions) == 1
+
+
+def test_a_promotion_that_happened_behind_the_watchers_back_is_ratified() -> None:
+    # A FAILOVER that Redis ran late (queued in a frozen primary): R1 is already the primary
+    # and P follows it, while every watcher still names P. Nobody can be "promoted" the usual
+    # way (R1 is not a replica); the watchers must adopt what Redis already did.
+    world = make_world(down_after=1.0)
+    world.run(3.0)
+    p, r1 = world.nodes[P], world.nodes[R1]
+    r1.role, r1.master = Role.PRIMARY, None
+    r1.replid2, r1.replid = r1.replid, "history-late-failover"
+    p.role, p.master = Role.REPLICA, R1
+    p.replid2, p.replid = p.replid, r1.replid
+    world.nodes[R2].master = R1
+    world.run(10.0)
+    for w in world.watchers.values():
+        view = w.snapshot().primary("mymaster")
+        assert view is not None and view.address == R1 and view.config_epoch >= 1
+    assert world.primaries() == [R1]
