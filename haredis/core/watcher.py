@@ -112,6 +112,7 @@ class _Instance:
     info_failed_at: float | None = None
     info_asked_at: float | None = None
     contradicting_since: float | None = None
+    contradiction: tuple[Role, Address | None] | None = None  # what it reported then
     convert_sent_at: float | None = None
 
 
@@ -1013,7 +1014,7 @@ class Watcher:
         primary = group.instances[group.address]
         primary_info = primary.info
         primary_sane = (
-            not group.primary_down
+            self._primary_positively_alive(group)
             and primary_info is not None
             and primary_info.role is Role.PRIMARY
             and primary.info_at is not None
@@ -1032,9 +1033,15 @@ class Watcher:
             )
             if not wrong:
                 inst.contradicting_since = None
+                inst.contradiction = None
                 continue
-            if inst.contradicting_since is None:
+            assert info is not None
+            # The clock restarts whenever what it reports changes: a replica that followed the
+            # wrong primary and has just been PROMOTED is a new situation, not an old one.
+            seen = (info.role, info.master)
+            if inst.contradicting_since is None or inst.contradiction != seen:
                 inst.contradicting_since = now
+                inst.contradiction = seen
             if (
                 now - inst.contradicting_since < s.convert_after
                 or self.in_hold
