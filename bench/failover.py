@@ -64,6 +64,7 @@ from typing import Any, Literal
 from haredis.core.model import Address
 from tests.integration.redis_procs import RedisBackend, RedisCluster, RedisProc
 
+from . import common
 from .common import (
     REPO_ROOT,
     Attempt,
@@ -326,17 +327,11 @@ def summaries(results: Sequence[RoundResult]) -> list[Summary]:
 
 
 def text_table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(row[i]) for row in [HEADERS, *rows]) for i in range(len(HEADERS))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in [HEADERS, *rows]
-    ]
-    return "\n".join(line.rstrip() for line in lines)
+    return common.text_table(HEADERS, rows)
 
 
 def markdown_table(rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    return common.markdown_table(HEADERS, rows)
 
 
 def last_line(table: Sequence[Summary], results: Sequence[RoundResult]) -> str:
