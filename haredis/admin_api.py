@@ -182,10 +182,9 @@ def admin_failover(ctx: AdminContext, args: Sequence[bytes]) -> Reply:
             return Error(f"ERR syntax error near {rest[i]!r}")
     # A live primary gets a coordinated switchover (no acknowledged write lost); a dead one
     # a failover through the normal election.
-    switchover_refusal = watcher.switchover_refusal(name, target)
-    live = switchover_refusal is None or not switchover_refusal.startswith("NOTREADY")
+    live = watcher.primary_is_live(name)
     mode = "switchover" if live else "failover"
-    refusal = switchover_refusal if live else watcher.failover_refusal(name)
+    refusal = watcher.switchover_refusal(name, target) if live else watcher.failover_refusal(name)
     if not live and target is not None:
         refusal = "NOTREADY the primary is down: a failover picks the best replica itself (no TO)"
     if dry_run:

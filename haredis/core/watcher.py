@@ -299,6 +299,15 @@ class Watcher:
             return "NOGOODSLAVE No suitable replica to promote"
         return None
 
+    def primary_is_live(self, primary: str) -> bool:
+        """The primary answers and reports role master: an operator's failover of it is a
+        planned switchover (FAILOVER TO); otherwise a failover through the election."""
+        group = self._groups.get(primary)
+        if group is None:
+            return False
+        info = group.instances[group.address].info
+        return self._primary_positively_alive(group) and info is not None and info.role is Role.PRIMARY
+
     def switchover_refusal(self, primary: str, target: Address | None) -> str | None:
         """Why a planned switchover cannot start now, or None. A switchover needs a healthy
         primary (Redis's FAILOVER runs on it); a dead one needs a failover instead."""
@@ -306,12 +315,7 @@ class Watcher:
         if refusal is not None:
             return refusal
         group = self._groups[primary]
-        inst = group.instances[group.address]
-        if (
-            not self._primary_positively_alive(group)
-            or inst.info is None
-            or inst.info.role is not Role.PRIMARY
-        ):
+        if not self.primary_is_live(primary):
             return "NOTREADY the primary is not healthy: use a failover, not a switchover"
         if target is not None:
             verdict = next((v for v in self._rank(group, None) if v.address == target), None)
