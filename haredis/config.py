@@ -86,6 +86,9 @@ PRIMARY_KEYS: Final = (
     "min_failover_interval_ms",
     "info_period_ms",
     "convert_after_ms",
+    "fencing",
+    "fencing_min_replicas",
+    "fencing_max_lag_s",
     "username",
     "password_file",
     "tls",
@@ -260,6 +263,9 @@ class PrimaryConfig:
     min_failover_interval_ms: int = 15000
     info_period_ms: int = 1000
     convert_after_ms: int = 2000
+    fencing: bool = False
+    fencing_min_replicas: int = 1
+    fencing_max_lag_s: int = 2
     username: str | None = None
     password_file: Path | None = None
     password: Secret | None = None
@@ -282,6 +288,9 @@ class PrimaryConfig:
             min_failover_interval=self.min_failover_interval_ms / 1000,
             info_period=self.info_period_ms / 1000,
             convert_after=self.convert_after_ms / 1000,
+            fencing=self.fencing,
+            fence_min_replicas=self.fencing_min_replicas,
+            fence_max_lag=self.fencing_max_lag_s,
         )
 
 
@@ -553,6 +562,13 @@ def _parse_primary(ctx: _Context, t: _Table, electorate: int) -> PrimaryConfig:
         kw["parallel_syncs"] = t.integer("parallel_syncs", lo=1, hi=None)
     if t.has("max_lag_bytes"):
         kw["max_lag_bytes"] = t.integer("max_lag_bytes", lo=0, hi=None)
+    if t.has("fencing"):
+        kw["fencing"] = t.boolean("fencing")
+    if t.has("fencing_min_replicas"):
+        kw["fencing_min_replicas"] = t.integer("fencing_min_replicas", lo=1, hi=16)
+    if t.has("fencing_max_lag_s"):
+        # Redis takes whole seconds; the lease waited before a promotion is this + 1.5 s.
+        kw["fencing_max_lag_s"] = t.integer("fencing_max_lag_s", lo=1, hi=60)
     if t.has("username"):
         kw["username"] = t.string("username")
     if t.has("password_file"):
@@ -652,6 +668,8 @@ class _Context:
 
     def error(self, key: str, expected: str, value: object, note: str = "") -> ConfigError:
         message = f"{expected}, got {value!r}"
+        # A quoted TOML key may hold any character; the message is one printable line.
+        key = _CONTROL_RE.sub(lambda m: f"\\x{ord(m.group()):02x}", key)
         return ConfigError(self.source, key, f"{message} ({note})" if note else message)
 
 

@@ -25,8 +25,9 @@ announced                 ``replica_announced`` (absent: True, as Redis defaults
 replicas                  ``slaveN:ip=…,port=…,state=…,offset=…,lag=…``; online iff
                           ``state=online``. Read on any role: a replica lists the replicas
                           chained below it (as after ``FAILOVER``, until they are repointed)
-min_replicas_to_write     not in INFO (only the derived ``min_slaves_good_slaves`` is, and only
-                          when the setting is on); stays 0, read it with CONFIG GET if needed
+last_io_seconds           ``master_last_io_seconds_ago`` (link up only; -1 or absent: 0.0)
+fence_configured          ``min_slaves_good_slaves`` is present: Redis prints it only when both
+                          min-replicas-to-write and min-replicas-max-lag are non-zero
 ========================  =====================================================================
 """
 
@@ -138,6 +139,7 @@ def instance_info(text: str) -> InstanceInfo:
     master: Address | None = None
     link_up = False
     link_down_seconds = 0.0
+    last_io_seconds = 0.0
     offset = primary_offset
     if role is Role.REPLICA:
         offset = _int(fields.get("slave_repl_offset"), primary_offset)
@@ -148,6 +150,8 @@ def instance_info(text: str) -> InstanceInfo:
         link_up = fields.get("master_link_status", "").strip() == "up"
         if not link_up:
             link_down_seconds = max(0.0, _float(fields.get("master_link_down_since_seconds"), 0.0))
+        else:
+            last_io_seconds = max(0.0, _float(fields.get("master_last_io_seconds_ago"), 0.0))
 
     priority_text = fields.get("slave_priority")
     if priority_text is None:
@@ -167,5 +171,6 @@ def instance_info(text: str) -> InstanceInfo:
         priority=_int(priority_text, 100),
         announced=announced_text != "0",
         replicas=_replicas(fields),
-        min_replicas_to_write=0,
+        last_io_seconds=last_io_seconds,
+        fence_configured="min_slaves_good_slaves" in fields,
     )

@@ -508,6 +508,15 @@ class RedisLink:
     async def config_set(self, name: str, value: str, timeout: float) -> None:
         await self._ok(timeout, ("CONFIG", "SET", _check_token(name, "name"), _check_token_or_empty(value)))
 
+    async def config_set_many(self, settings: dict[str, str], timeout: float) -> None:
+        """One ``CONFIG SET name value [name value ...]`` (Redis 7): all or nothing."""
+        if not settings:
+            raise ValueError("no settings given")
+        command: list[str | int] = ["CONFIG", "SET"]
+        for name, value in settings.items():
+            command += [_check_token(name, "name"), _check_token_or_empty(value)]
+        await self._ok(timeout, tuple(command))
+
     async def config_get(self, name: str, timeout: float) -> str | None:
         """The value of one parameter, None if the server does not know it."""
         command: _Command = ("CONFIG", "GET", _check_token(name, "name"))

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from haredis.core.actions import (
     Action,
+    Fence,
     PersistState,
     Probe,
     Promote,
@@ -74,6 +75,9 @@ class RedisPort(Protocol):
     ) -> None: ...
     async def failover_state(self, timeout: float) -> str: ...
     async def client_kill_normal_and_pubsub(self, timeout: float) -> int: ...
+    async def client_pause_write(self, ms: int, timeout: float) -> None: ...
+    async def client_unpause(self, timeout: float) -> None: ...
+    async def config_set_many(self, settings: dict[str, str], timeout: float) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -198,6 +202,8 @@ class Runtime:
                 self._spawn(self._query_info(action))
             case Promote():
                 self._spawn(self._promote(action))
+            case Fence():
+                self._spawn(self._fence(action))
             case ReplicaOf():
                 self._spawn(self._replicaof(action))
             case Switchover():
@@ -257,6 +263,7 @@ class Runtime:
 
     async def _promote(self, a: Promote) -> None:
         detail = ""
+        paused = a.fence_old is not None and await self._pause_old_primary(a)
         try:
             ok = await self.link(a.primary, a.address, "command").promote(a.timeout)
         except asyncio.CancelledError:
@@ -264,6 +271,8 @@ class Runtime:
         except Exception as exc:
             ok = False
             detail = classify(exc)[1]
+        if paused:
+            await self._release_old_primary(a, demote=ok)
         log.info(
             "promote",
             extra={
@@ -279,6 +288,79 @@ class Runtime:
                 now=self.now(), primary=a.primary, address=a.address, epoch=a.epoch, role_ok=ok, detail=detail
             )
         )
+
+    async def _pause_old_primary(self, a: Promote) -> bool:
+        """CLIENT PAUSE WRITE on the old primary before the promotion: from here until it is
+        demoted, a client still talking to it waits instead of writing to a dead branch."""
+        assert a.fence_old is not None
+        try:
+            await self.link(a.primary, a.fence_old, "fence").client_pause_write(
+                max(1, int(a.fence_pause * 1000)), a.timeout
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "fence: could not pause the old primary; its min-replicas lease fences it",
+                extra={"primary": a.primary, "instance": str(a.fence_old), "detail": classify(exc)[1]},
+            )
+            return False
+        return True
+
+    async def _release_old_primary(self, a: Promote, *, demote: bool) -> None:
+        """After the promotion: demote the paused old primary to a replica of the new one
+        (paused writers then get READONLY and go find the new primary), then unpause it.
+        If the promotion failed, only unpause: the old primary is still the primary."""
+        assert a.fence_old is not None
+        link = self.link(a.primary, a.fence_old, "fence")
+        try:
+            if demote:
+                await link.replicaof(a.address, a.timeout)
+            await link.client_unpause(a.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # The pause expires by itself (fence_pause); steady state demotes it later.
+            log.warning(
+                "fence: could not demote or unpause the old primary",
+                extra={"primary": a.primary, "instance": str(a.fence_old), "detail": classify(exc)[1]},
+            )
+        else:
+            log.info(
+                "fence: old primary paused during the promotion" + (" and demoted" if demote else ""),
+                extra={"primary": a.primary, "instance": str(a.fence_old), "target": str(a.address)},
+            )
+
+    async def _fence(self, a: Fence) -> None:
+        link = self.link(a.primary, a.address, "command")
+        try:
+            await link.config_set_many(
+                {
+                    "min-replicas-to-write": str(a.min_replicas),
+                    "min-replicas-max-lag": str(a.max_lag),
+                    # A live primary pings its replicas every second, so a replica's
+                    # master_last_io_seconds_ago tells when it last heard from it.
+                    "repl-ping-replica-period": "1",
+                },
+                timeout=2.0,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "fence: CONFIG SET failed",
+                extra={"primary": a.primary, "instance": str(a.address), "detail": classify(exc)[1]},
+            )
+        else:
+            log.info(
+                "fence: min-replicas-to-write set",
+                extra={
+                    "primary": a.primary,
+                    "instance": str(a.address),
+                    "min_replicas": a.min_replicas,
+                    "max_lag": a.max_lag,
+                },
+            )
 
     async def _replicaof(self, a: ReplicaOf) -> None:
         detail = ""

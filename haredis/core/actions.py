@@ -72,6 +72,24 @@ class Promote:
     address: Address
     epoch: int
     timeout: float
+    # Fencing: the old primary, to be paused (CLIENT PAUSE WRITE) before the promotion and
+    # demoted (REPLICAOF the new one, then CLIENT UNPAUSE) after it, all before this step
+    # answers, so clients never see two writable primaries announced. Best effort: an
+    # unreachable old primary is fenced by its min-replicas lease instead.
+    fence_old: Address | None = None
+    fence_pause: float = 0.0  # seconds the pause may last if we never get to lift it
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """CONFIG SET min-replicas-to-write / min-replicas-max-lag (and repl-ping-replica-period
+    1, so replicas hear from a live primary every second) on one instance. No answer event:
+    the next INFO shows whether it took."""
+
+    primary: str
+    address: Address
+    min_replicas: int
+    max_lag: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,5 +138,6 @@ Action = (
     | Promote
     | Switchover
     | ReplicaOf
+    | Fence
     | Publish
 )

@@ -118,6 +118,7 @@ class Failover:
     votes: set[str] = field(default_factory=set)
     refusals: set[str] = field(default_factory=set)  # voters that answered no in this epoch
     old_primary: Address | None = None
+    fence_wait_started: float | None = None  # when SELECT began waiting out the write fence
     target: Address | None = None
     select_asked_at: float | None = None  # when fresh INFO was requested for selection
     promote_sent_at: float | None = None

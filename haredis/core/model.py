@@ -85,8 +85,13 @@ class InstanceInfo:
     announced: bool = True  # replica-announced
     # Primary-only fields.
     replicas: tuple[ReplicaLink, ...] = ()
-    # Fencing state the primary reports (min-replicas-to-write); 0 when not configured.
-    min_replicas_to_write: int = 0
+    # master_last_io_seconds_ago: whole seconds since the replica last heard from its
+    # primary (link up only). With fencing, primaries ping replicas every second, so this
+    # is how long ago the replica's acknowledgements could last have reached its primary.
+    last_io_seconds: float = 0.0
+    # Redis prints min_slaves_good_slaves only when min-replicas-to-write and
+    # min-replicas-max-lag are both set: the only sign in INFO that a write fence is on.
+    fence_configured: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +112,20 @@ class PrimarySettings:
     # A replica or stray primary that contradicts the topology is reconfigured once it has
     # done so for this long (and a majority of watchers agree on the config epoch).
     convert_after: float = 2.0
+    # Write fencing: keep min-replicas-to-write / min-replicas-max-lag set on every node, so
+    # a primary cut off from its replicas stops taking writes by itself, and wait that lease
+    # out before promoting. Off by default: with it on, writes stop whenever fewer than
+    # fence_min_replicas replicas are acknowledging.
+    fencing: bool = False
+    fence_min_replicas: int = 1
+    fence_max_lag: int = 2  # whole seconds, as Redis takes it
+
+    @property
+    def fence_lease(self) -> float:
+        # Redis computes a replica's lag in whole seconds (now - last ACK, truncated) and
+        # keeps counting it good while lag <= max_lag: up to max_lag + 1 s after its last
+        # ACK. Half a second more covers the replicas' own whole-second INFO fields.
+        return self.fence_max_lag + 1.5
 
     @property
     def ping_period(self) -> float:

@@ -48,6 +48,7 @@ from dataclasses import dataclass, replace
 from haredis.core import election, selection
 from haredis.core.actions import (
     Action,
+    Fence,
     PersistState,
     Probe,
     Promote,
@@ -64,6 +65,7 @@ from haredis.core.detector import Detector
 from haredis.core.events import (
     Event,
     FailoverCommand,
+    FailureKind,
     GossipReceived,
     InfoFailed,
     InfoReply,
@@ -101,6 +103,8 @@ _LINK_DOWN_FACTOR = 10.0
 # An instance asked to REPLICAOF counts as reconfigured after this long even if its INFO
 # never confirmed it (Sentinel: 10 s); steady state fixes it later if it really did not.
 _RECONF_ASSUME_DONE = 10.0
+# How often the write fence is re-sent to an instance whose INFO still shows it missing.
+_FENCE_RESEND = 5.0
 
 
 @dataclass(slots=True)
@@ -114,6 +118,9 @@ class _Instance:
     contradicting_since: float | None = None
     contradiction: tuple[Role, Address | None] | None = None  # what it reported then
     convert_sent_at: float | None = None
+    # The last probe was refused: nothing listens on that port, so nothing takes writes.
+    refused: bool = False
+    fence_sent_at: float | None = None
 
 
 class _Group:
@@ -393,11 +400,14 @@ class Watcher:
         group = self._groups.get(event.primary)
         if group is None or event.address not in group.instances:
             return
-        det = group.instances[event.address].detector
+        inst = group.instances[event.address]
+        det = inst.detector
         if isinstance(event, ProbeReply):
             det.replied(self._now, event.reply)
+            inst.refused = False
         else:
             det.failed(self._now, event.kind, event.detail)
+            inst.refused = event.kind is FailureKind.REFUSED
         self._evaluate(group)
 
     def _on_info(self, event: InfoReply) -> None:
@@ -410,6 +420,7 @@ class Watcher:
         inst.info_at = now
         inst.info_asked_at = None
         info = event.info
+        self._keep_fence(group, inst)
         if event.address == group.address:
             if info.role is Role.PRIMARY:
                 # What the primary itself reports is the truth: no replid2 (all zeros) means
@@ -428,6 +439,56 @@ class Watcher:
             elif info.role is Role.REPLICA and group.role_mismatch_since is None:
                 group.role_mismatch_since = now
         self._evaluate(group)
+
+    def _keep_fence(self, group: _Group, inst: _Instance) -> None:
+        """With fencing on, every node (replicas too: any of them may be promoted) must carry
+        min-replicas-to-write; INFO shows whether it does. A restarted Redis forgets a
+        CONFIG SET, so this is checked on every INFO, not once."""
+        s = group.settings
+        info = inst.info
+        if not s.fencing or info is None or info.fence_configured or info.role is Role.UNKNOWN:
+            return
+        if inst.fence_sent_at is not None and self._now - inst.fence_sent_at < _FENCE_RESEND:
+            return
+        inst.fence_sent_at = self._now
+        self._emit(Fence(group.name, inst.address, s.fence_min_replicas, s.fence_max_lag))
+
+    def _fence_wait(self, group: _Group) -> float:
+        """Seconds until the old primary has surely stopped taking writes by itself (0: now).
+
+        Its replicas acknowledge once a second; the primary refuses writes once no
+        fence_min_replicas of them acknowledged within max_lag. The last moment one could
+        have is bounded by the latest contact with the old primary that any replica we can
+        read reports, and by our own last good probe of it. A replica we cannot read may
+        still be feeding it: the README states that limit (fencing assumes most replicas
+        are on the watchers' side of a partition).
+        """
+        s = group.settings
+        fo = group.failover
+        if not s.fencing or fo is None or fo.switchover:
+            return 0.0
+        old = group.instances.get(fo.old_primary or group.address)
+        if old is None or old.refused:
+            return 0.0  # nothing listens on the old primary's port: it takes no writes
+        if old.detector.positively_alive():
+            return 0.0  # we reach it: the promotion pauses and demotes it first (Promote.fence_old)
+        last_contact = old.detector.last_ok if old.detector.last_ok is not None else -math.inf
+        for inst in group.replicas():
+            info = inst.info
+            if info is None or inst.info_at is None or info.role is not Role.REPLICA:
+                continue
+            if info.master != old.address:
+                continue
+            if info.link_up:
+                contact = inst.info_at - info.last_io_seconds
+            elif info.link_down_seconds > 0:
+                contact = inst.info_at - info.link_down_seconds
+            else:
+                continue  # never connected since it started: it never acknowledged anything
+            last_contact = max(last_contact, contact)
+        if last_contact == -math.inf:
+            return 0.0
+        return max(0.0, last_contact + s.fence_lease - self._now)
 
     def _on_info_failed(self, event: InfoFailed) -> None:
         group = self._groups.get(event.primary)
@@ -835,12 +896,39 @@ class Watcher:
                 return
             self._fire(group, Trigger.NO_CANDIDATE)
             return
+        fence_wait = self._fence_wait(group)
+        if fence_wait > 0:
+            # The old primary may still take writes: wait its lease out (re-reading INFO each
+            # period, the replicas' view of it may change), bounded like the lag wait.
+            if now - fo.phase_since < s.lag_wait + s.fence_lease:
+                if fo.fence_wait_started is None:
+                    fo.fence_wait_started = now
+                    self._emit(Publish("+fence-wait", f"{_describe(group, group.address)} {fence_wait:.1f}s"))
+                if waited >= s.ping_period:
+                    self._begin_selection(group)
+                return
+            self._fire(group, Trigger.NO_CANDIDATE)
+            return
         fo.target = choice.address
         fo.target_offset = choice.offset
         self._emit(Publish("+selected-slave", _describe(group, choice.address)))
         self._fire(group, Trigger.SELECTED)
         fo.promote_sent_at = now
-        self._emit(Promote(group.name, choice.address, fo.epoch, timeout=self._promote_timeout(group)))
+        # Fence a reachable old primary actively (pause, then demote, before announcing).
+        # One we cannot reach has had its lease waited out above.
+        old = group.instances.get(fo.old_primary or group.address)
+        reachable_old = old is not None and old.address != choice.address and old.detector.last_outcome_ok
+        fence_old = old.address if s.fencing and reachable_old and old is not None else None
+        self._emit(
+            Promote(
+                group.name,
+                choice.address,
+                fo.epoch,
+                timeout=self._promote_timeout(group),
+                fence_old=fence_old,
+                fence_pause=s.fence_lease if fence_old is not None else 0.0,
+            )
+        )
 
     def _select_switchover_target(self, group: _Group, verdicts: list[selection.Verdict]) -> None:
         """A switchover needs no lag gate: Redis's FAILOVER itself waits (with writes paused)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from haredis.core.actions import (
     Action,
+    Fence,
     PersistState,
     Probe,
     Promote,
@@ -63,6 +64,10 @@ class Node:
     priority: int = 100
     alive: bool = True
     paused: bool = False
+    # min-replicas-to-write / min-replicas-max-lag once a Fence reached it (a restart clears it).
+    fence: tuple[int, int] | None = None
+    paused_since: float | None = None
+    writes_paused: bool = False  # CLIENT PAUSE WRITE in effect
 
 
 @dataclass
@@ -75,6 +80,8 @@ class World:
     down_watchers: set[str] = field(default_factory=set)
     published: list[tuple[float, str, str, str]] = field(default_factory=list)
     promotions: list[tuple[float, str, Address, int]] = field(default_factory=list)
+    fences: list[tuple[float, str, Address]] = field(default_factory=list)
+    fenced_old: list[tuple[float, str, Address, bool]] = field(default_factory=list)
     _queue: list[tuple[float, int, str, Event]] = field(default_factory=list)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -86,6 +93,21 @@ class World:
     # -- faults
     def kill(self, address: Address) -> None:
         self.nodes[address].alive = False
+        self.nodes[address].paused_since = self.now
+
+    def pause(self, address: Address) -> None:
+        """SIGSTOP: nothing answers, and replicas stop hearing from it from now on."""
+        self.nodes[address].paused = True
+        self.nodes[address].paused_since = self.now
+
+    def resume(self, address: Address) -> None:
+        self.nodes[address].paused = False
+        self.nodes[address].paused_since = None
+
+    def restart(self, address: Address) -> None:
+        """The process comes back (as it was, minus every CONFIG SET)."""
+        node = self.nodes[address]
+        node.alive, node.paused, node.paused_since, node.fence = True, False, None, None
 
     def stop_watcher(self, name: str) -> None:
         self.down_watchers.add(name)
@@ -153,14 +175,25 @@ class World:
                         self._later(0.001, other, VoteRequested(now=now, request=request))
             case SendVoteReply(to, reply):
                 self._later(0.001, to, VoteReplied(now=now, reply=reply))
-            case Promote(primary, address, epoch, _):
+            case Promote(primary, address, epoch, _, fence_old, _):
                 node = self.nodes[address]
                 ok = node.alive and not node.paused
+                old = self.nodes.get(fence_old) if fence_old is not None else None
+                fenced = old is not None and old.alive and not old.paused
+                if fenced:
+                    assert old is not None
+                    old.writes_paused = True
                 if ok:
                     # As Redis: a new history starts; the old one is remembered as replid2.
                     node.role, node.master = Role.PRIMARY, None
                     node.replid2, node.replid = node.replid, f"history-{address.host}-{epoch}"
                     self.promotions.append((now, name, address, epoch))
+                if fenced:
+                    assert old is not None
+                    if ok:  # demoted before the promotion is answered, then unpaused
+                        old.role, old.master = Role.REPLICA, address
+                    old.writes_paused = False
+                    self.fenced_old.append((now, name, old.address, ok))
                 self._later(0.001, name, PromoteDone(now=now, primary=primary, address=address,
                                                       epoch=epoch, role_ok=ok))
             case ReplicaOf(primary, address, target, epoch, _):
@@ -188,6 +221,11 @@ class World:
                                                        epoch=epoch, role_ok=ok))
             case Publish(channel, message):
                 self.published.append((now, name, channel, message))
+            case Fence(_, address, min_replicas, max_lag):
+                node = self.nodes[address]
+                if node.alive and not node.paused:
+                    node.fence = (min_replicas, max_lag)
+                self.fences.append((now, name, address))
 
     def info(self, node: Node) -> InstanceInfo:
         if node.role is Role.PRIMARY:
@@ -197,12 +235,23 @@ class World:
                 if n.role is Role.REPLICA and n.master == node.address and n.alive
             )
             return InstanceInfo(role=Role.PRIMARY, run_id=f"run{node.address.port}", replid=node.replid,
-                                replid2=node.replid2, offset=node.offset, replicas=links)
+                                replid2=node.replid2, offset=node.offset, replicas=links,
+                                fence_configured=node.fence is not None)
         master = self.nodes.get(node.master) if node.master else None
+        link_up = bool(master and master.alive and not master.paused)
+        # As Redis: whole seconds. A stopped primary leaves the link "up" with a growing
+        # last-io (a silent partition); a dead one drops the link at once.
+        last_io = link_down = 0.0
+        if master is not None and master.paused_since is not None:
+            gone = float(int(self.now - master.paused_since))
+            if master.alive:
+                link_up, last_io = True, gone
+            else:
+                link_down = max(gone, 1.0)
         return InstanceInfo(role=Role.REPLICA, run_id=f"run{node.address.port}", replid=node.replid,
                             replid2=node.replid2, offset=node.offset, master=node.master,
-                            link_up=bool(master and master.alive and not master.paused),
-                            priority=node.priority)
+                            link_up=link_up, link_down_seconds=link_down, last_io_seconds=last_io,
+                            priority=node.priority, fence_configured=node.fence is not None)
 
     # -- observations
     def events(self, channel: str) -> list[tuple[float, str, str, str]]:
@@ -224,6 +273,7 @@ def make_world(
     down_after: float = 1.0,
     offsets: tuple[int, int] = (100, 90),
     priorities: tuple[int, int] = (100, 100),
+    fencing: bool = False,
 ) -> World:
     nodes = {
         P: Node(P, Role.PRIMARY, offset=100),
@@ -231,7 +281,7 @@ def make_world(
         R2: Node(R2, Role.REPLICA, master=P, offset=offsets[1], priority=priorities[1]),
     }
     ps = PrimarySettings(name="mymaster", address=P, quorum=quorum, down_after=down_after,
-                         min_failover_interval=5.0)
+                         min_failover_interval=5.0, fencing=fencing)
     names = [f"w{i + 1}" for i in range(watchers)]
     settings = [WatcherSettings(name=n, electorate=watchers, primaries=(ps,)) for n in names]
     return World(nodes=nodes, settings=settings)

@@ -328,7 +328,8 @@ def test_primary_with_online_replicas() -> None:
             ReplicaLink(Address("127.0.0.1", 7102), offset=110, online=True),
             ReplicaLink(Address("127.0.0.1", 7103), offset=110, online=True),
         ),
-        min_replicas_to_write=0,
+        last_io_seconds=0.0,
+        fence_configured=True,  # the fixture has min_slaves_good_slaves
     )
 
 
@@ -503,3 +504,21 @@ def test_random_known_fields_never_raise(pairs: list[tuple[str, str]], newline: 
 def test_parse_info_round_trip(fields: dict[str, str]) -> None:
     text = "# Section\r\n" + "".join(f"{key}:{value}\r\n" for key, value in fields.items())
     assert parse_info(text) == {key: value.rstrip() for key, value in fields.items()}
+
+
+def test_fence_marker_and_last_io_are_read() -> None:
+    text = (
+        "# Replication\r\nrole:slave\r\nmaster_host:10.0.0.1\r\nmaster_port:6379\r\n"
+        "master_link_status:up\r\nmaster_last_io_seconds_ago:3\r\nslave_repl_offset:42\r\n"
+        "min_slaves_good_slaves:0\r\n"
+    )
+    info = instance_info(text)
+    assert info.link_up and info.last_io_seconds == 3.0
+    assert info.fence_configured
+    # Without the marker (min-replicas-to-write off) and with a down link: no last-io reading.
+    down = text.replace("min_slaves_good_slaves:0\r\n", "").replace(
+        "master_link_status:up", "master_link_status:down"
+    )
+    info = instance_info(down)
+    assert not info.fence_configured
+    assert not info.link_up and info.last_io_seconds == 0.0

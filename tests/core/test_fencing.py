@@ -1,0 +1,103 @@
+"""Write fencing in the core: the fence is kept configured on every node, an unreachable old
+primary's min-replicas lease is waited out before a promotion, a dead one is not waited for,
+and a reachable one is paused and demoted before the new primary is announced.
+
+Driven through the instant world (tests/core/world.py): events in, actions out, no patches.
+"""
+
+from __future__ import annotations
+
+from haredis.core.model import Role
+
+from .world import R1, R2, P, make_world
+
+LEASE = 2 + 1.5  # fence_max_lag (default 2 s) + 1.5 s, as PrimarySettings.fence_lease
+
+
+def test_fence_is_set_on_every_node_once_and_again_after_a_restart() -> None:
+    world = make_world(fencing=True)
+    world.run(2.0)
+    assert {a for _, _, a in world.fences} == {P, R1, R2}
+    assert all(node.fence == (1, 2) for node in world.nodes.values())
+    sent = len(world.fences)
+    world.run(10.0)
+    assert len(world.fences) == sent, "INFO shows the fence in place: nothing is re-sent"
+
+    world.kill(R2)
+    world.run(0.5)
+    world.restart(R2)  # a restarted Redis has forgotten every CONFIG SET
+    world.run(3.0)
+    assert world.nodes[R2].fence == (1, 2)
+    assert len(world.fences) > sent
+
+
+def test_no_fence_actions_when_fencing_is_off() -> None:
+    world = make_world(fencing=False)
+    world.run(5.0)
+    assert world.fences == []
+    assert all(node.fence is None for node in world.nodes.values())
+
+
+def _hang_and_fail_over(fencing: bool) -> tuple[float, float]:
+    world = make_world(fencing=fencing)
+    world.run(2.0)
+    hung_at = world.now
+    world.pause(P)  # a silent hang: replicas keep the link "up" and stop hearing from it
+    world.run(12.0)
+    assert [a for _, _, a, _ in world.promotions] == [R1]
+    promoted_at = world.promotions[0][0]
+    return hung_at, promoted_at
+
+
+def test_a_hung_primary_is_not_replaced_before_its_lease_ran_out() -> None:
+    hung_at, promoted_at = _hang_and_fail_over(fencing=True)
+    # The replicas last heard from it at hung_at (their last-io counts from there): with
+    # fencing, nobody is promoted until it has surely refused writes for lack of acks.
+    assert promoted_at >= hung_at + LEASE
+
+
+def test_without_fencing_the_same_hang_fails_over_before_the_lease() -> None:
+    # The control for the test above: the wait is fencing's doing, not detection's.
+    hung_at, promoted_at = _hang_and_fail_over(fencing=False)
+    assert promoted_at < hung_at + LEASE
+
+
+def test_a_dead_primary_is_not_waited_for() -> None:
+    # Connection refused: nothing listens on its port, so nothing can write to it.
+    world = make_world(fencing=True)
+    world.run(2.0)
+    killed_at = world.now
+    world.kill(P)
+    world.run(6.0)
+    assert world.primaries() == [R1]
+    assert world.promotions[0][0] < killed_at + LEASE
+    assert world.events("+fence-wait") == []
+
+
+def test_the_lease_wait_is_announced_once() -> None:
+    world = make_world(fencing=True)
+    world.run(2.0)
+    world.pause(P)
+    world.run(12.0)
+    waits = world.events("+fence-wait")
+    assert len(waits) == 1
+    assert waits[0][3].startswith("master mymaster 10.0.0.1 6379 ")
+
+
+def test_an_old_primary_back_during_the_wait_is_paused_and_demoted_before_the_announcement() -> None:
+    world = make_world(fencing=True)
+    world.run(2.0)
+    world.pause(P)
+    world.run(1.8)  # down, agreed and elected; the leader now waits out the lease
+    assert world.promotions == []
+    assert len(world.events("+fence-wait")) == 1
+    world.resume(P)  # it answers again before the promotion
+    world.run(6.0)
+    assert world.promotions, "the elected leader still completes its failover"
+    promoted_at, leader, new, _ = world.promotions[0]
+    assert world.fenced_old == [(promoted_at, leader, P, True)]
+    switched = [e for e in world.events("+switch-master") if e[1] == leader]
+    assert switched and switched[0][0] >= promoted_at
+    assert world.primaries() == [new]
+    assert world.nodes[P].role is Role.REPLICA and world.nodes[P].master == new
+    assert not world.nodes[P].writes_paused
