@@ -6,9 +6,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 SEEDS  ?= 500
+SCHEDULES ?= 20
+SEED   ?= 1
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint demo sim bench chaos system-deps venv clean
+.PHONY: test lint demo sim bench chaos chaos-deps system-deps venv clean
 
 # Debian's redis-server (which also provides redis-sentinel) is what the
 # integration tests and the benchmarks run against; install it when missing.
@@ -28,6 +30,15 @@ system-deps:
 	@# The packages start system-wide services; the tests never use them, stop them so they cost nothing.
 	@-systemctl stop redis-server redis-sentinel prometheus >/dev/null 2>&1 || true
 
+# Debian's iptables: the chaos rig cuts links with iptables rules inside network namespaces.
+chaos-deps:
+	@if ! command -v iptables >/dev/null 2>&1 || ! command -v iptables-restore >/dev/null 2>&1; then \
+	  echo "installing Debian packages: iptables"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends iptables >/dev/null; \
+	fi
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
@@ -36,7 +47,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: system-deps venv
+test: system-deps chaos-deps venv
 	$(PY) -m pytest -q -p no:cacheprovider --sim-seeds=$(SEEDS) tests
 
 lint: venv
@@ -46,6 +57,11 @@ lint: venv
 
 sim: venv
 	$(PY) -m tests.sim --seeds $(SEEDS)
+
+# Network partitions, kills and pauses in network namespaces (root): the named scenarios, then
+# SCHEDULES random schedules from SEED. Last line: schedules=N violations=V lost_wait_acked=W ...
+chaos: system-deps chaos-deps venv
+	$(PY) -m tests.chaos --schedules $(SCHEDULES) --seed $(SEED)
 
 demo: system-deps venv
 	$(PY) -m tests.demo
