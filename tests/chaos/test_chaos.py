@@ -1,0 +1,64 @@
+"""The chaos rig under pytest.
+
+``test_jepsen_2013_partition`` runs ONE real schedule (the 2013 partition, about 30 s) in
+network namespaces when this machine allows it (root, ``ip netns``, iptables inside a
+namespace); otherwise it skips and says why. It asserts invariants, never timings.
+
+The other tests check the checker's arithmetic on hand-made timelines and run anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from . import harness
+from .checker import check_epochs, longest_split_brain, parse_logfmt
+from .rig import RigConfig, environment_problem, our_namespaces
+from .scenarios import jepsen_2013
+from .schedule import make_schedule
+
+
+def test_split_brain_is_the_longest_overlap_of_two_accepting_nodes() -> None:
+    a = [(0.0, True), (0.05, True), (0.10, True), (0.15, False), (2.0, True), (2.05, True)]
+    b = [(0.08, True), (0.13, True), (0.18, True), (2.02, True), (2.07, False)]
+    # overlap 1: a accepts [0, 0.15), b accepts [0.08, 0.23): 0.07; overlap 2: [2.02, 2.07)
+    # where a accepts [2.0, 2.10) and b [2.02, 2.07): 0.05.
+    assert longest_split_brain({"a": a, "b": b}) == pytest.approx(0.07)
+    assert longest_split_brain({"a": a}) == 0.0
+    assert longest_split_brain({"a": a, "b": [(t, False) for t, _ in b]}) == 0.0
+
+
+def test_epoch_going_back_is_a_violation_and_steady_epochs_are_not() -> None:
+    assert check_epochs({"w1": [(0.0, 1, 1), (1.0, 2, 2), (2.0, 2, 2)]}) == []
+    found = check_epochs({"w1": [(0.0, 3, 2), (1.0, 2, 2)]})
+    assert len(found) == 1 and "w1" in found[0]
+
+
+def test_logfmt_lines_of_the_daemon_parse() -> None:
+    line = (
+        'ts=2026-01-01T00:00:00.000Z level=info logger=haredis.runtime msg=promote epoch=4 ok=True detail=""'
+    )
+    fields = parse_logfmt(line)
+    assert fields["msg"] == "promote" and fields["epoch"] == "4" and fields["detail"] == ""
+    assert parse_logfmt('msg="+new-epoch 7" event=+new-epoch')["msg"] == "+new-epoch 7"
+
+
+def test_a_seed_always_gives_the_same_schedule() -> None:
+    assert make_schedule(1234) == make_schedule(1234)
+    assert any(make_schedule(s) != make_schedule(1234) for s in range(1, 5))
+
+
+def test_jepsen_2013_partition() -> None:
+    problem = environment_problem()
+    if problem is not None:
+        pytest.skip(f"chaos rig unavailable: {problem}")
+    result = harness.run("jepsen_2013", jepsen_2013, RigConfig(), replay="(pytest)")
+    details = "\n".join([*result.violations, *result.notes, *result.events])
+    assert result.violations == [], details
+    # After healing, every Redis node and every watcher name one and the same primary.
+    assert result.final_primary is not None, details
+    assert result.acked > 0, "the writer never got a write acknowledged: nothing was checked"
+    # The teardown removed every namespace of this process.
+    assert not [ns for ns in our_namespaces() if ns.startswith(f"hrc{os.getpid()}")]
