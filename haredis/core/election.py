@@ -9,9 +9,12 @@ Theory:
   durable state, written before the reply leaves (actions.PersistState is a barrier), so a
   restarted voter remembers it.
 * A voter refuses while it is in hold mode (its view of time is not to be trusted) and,
-  unless the request is an operator's forced failover, while it positively sees the primary
-  alive: with a quorum smaller than a majority that is what stops a failover that most
-  watchers see no reason for.
+  unless the request is an operator's forced failover, while it has no evidence of its own
+  that the primary is failing: it must see the primary subjectively down, or its last probe
+  must have been refused or reset (a crash, known before down_after). A voter whose last
+  probe merely went unanswered refuses: with a quorum smaller than a majority, that is what
+  stops a minority cut off from the primary from winning during a stall shorter than
+  down_after that most watchers ride out (a simulator finding).
 * A candidate wins with votes from a majority of ALL configured watchers (dead ones count
   as voters that did not vote) and at least `quorum`. Two candidates cannot both collect a
   majority of single votes in one epoch, hence one leader per epoch.
@@ -55,7 +58,7 @@ def decide_vote(
     *,
     voter: str,
     in_hold: bool,
-    primary_alive: bool,
+    primary_failing: bool,
 ) -> VoteDecision:
     """The voter's whole rule. Returns the new durable state and the reply to send."""
     state = durable
@@ -64,7 +67,7 @@ def decide_vote(
     newly = False
     if state.voted_epoch >= request.epoch:
         granted = state.voted_epoch == request.epoch and state.voted_for == request.sender
-    elif request.epoch < state.current_epoch or in_hold or (primary_alive and not request.forced):
+    elif request.epoch < state.current_epoch or in_hold or (not primary_failing and not request.forced):
         # A request for an epoch we have moved past is stale (the reply's current_epoch tells
         # the candidate to catch up), as in Sentinel.
         granted = False

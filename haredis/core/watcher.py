@@ -528,7 +528,7 @@ class Watcher:
             req,
             voter=self.name,
             in_hold=self.in_hold,
-            primary_alive=self._primary_positively_alive(group),
+            primary_failing=self._primary_failing_here(group),
         )
         self._set_durable(group, decision.durable)
         if decision.newly_granted:
@@ -705,6 +705,14 @@ class Watcher:
         elif not odown and group.odown:
             group.odown = False
             self._emit(Publish("-odown", _describe(group, group.address)))
+
+    def _primary_failing_here(self, group: _Group) -> bool:
+        """Our own evidence that the primary is gone, enough to vote for a failover: it is
+        subjectively down here, or our last probe was refused or reset (a crash)."""
+        if group.primary_down:
+            return True
+        det = group.instances[group.address].detector
+        return not det.last_outcome_ok and det.hard_fail_count > 0
 
     def _primary_positively_alive(self, group: _Group) -> bool:
         if group.primary_down:

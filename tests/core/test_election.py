@@ -37,7 +37,7 @@ def ask(
         VoteRequest(sender, NAME, epoch, forced),
         voter="v",
         in_hold=in_hold,
-        primary_alive=alive,
+        primary_failing=not alive,
     )
     assert d.reply.sender == "v" and d.reply.primary == NAME and d.reply.epoch == epoch
     return d.durable, d.reply.granted, d.reply.voted_for, d.reply.current_epoch, d.newly_granted

@@ -93,7 +93,11 @@ def test_a_restarted_watcher_refuses_a_second_vote_in_the_same_epoch() -> None:
     refused = rig.request_vote("w3", 3)
     assert not refused.granted and refused.voted_for == "w2" and refused.current_epoch == 3
     assert rig.request_vote("w2", 3).granted  # the same candidate hears the same answer
-    assert rig.request_vote("w3", 4).granted  # a new epoch is a new vote
+    # A new epoch is a new vote, once this watcher has its own evidence again: fresh from a
+    # restart it has not probed the primary, and a voter without evidence refuses.
+    assert not rig.request_vote("w3", 4).granted
+    rig.run_until(lambda: rig.view().sdown, limit=2.0)
+    assert rig.request_vote("w3", 5).granted
 
 
 def test_restart_from_an_empty_disk_would_vote_again_which_is_why_the_disk_matters() -> None:
@@ -105,6 +109,7 @@ def test_restart_from_an_empty_disk_would_vote_again_which_is_why_the_disk_matte
     assert rig.request_vote("w2", 3).granted
     amnesiac = Rig.standard(now=rig.now)
     amnesiac.nodes[P].mode = "refused"
+    amnesiac.run_until(lambda: amnesiac.view().sdown, limit=2.0)  # its own evidence, as above
     assert amnesiac.request_vote("w3", 3).granted
 
 

@@ -159,11 +159,6 @@ def test_old_primary_back_empty_is_demoted_without_wiping_data() -> None:
     assert min(n.offset() for n in world.nodes) > 10_000  # nobody resynced from the empty node
 
 
-@pytest.mark.xfail(
-    reason="core: a voter grants as soon as its last probe failed (not 'positively alive'), so a "
-    "primary stall shorter than down_after gives a cut-off minority the majority it lacks",
-    strict=True,
-)
 def test_short_stall_with_a_cut_off_minority_does_not_fail_over() -> None:
     """w4 and w5 cannot hear r0 (one way): they see it down and reach quorum 2. w1-w3 reach
     it; r0 then stalls for 1.0 s, less than down_after (1.5 s). A majority sees no reason
