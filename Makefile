@@ -42,7 +42,7 @@ chaos-deps:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[test,dev]'
+	$(PIP) install -q -e '.[test,dev,bench]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -62,6 +62,13 @@ sim: venv
 # SCHEDULES random schedules from SEED. Last line: schedules=N violations=V lost_wait_acked=W ...
 chaos: system-deps chaos-deps venv
 	$(PY) -m tests.chaos --schedules $(SCHEDULES) --seed $(SEED)
+
+# Every benchmark (bench/all.py): markdown + JSON under bench/results/, a summary in
+# bench/results/summary.md. Full size takes over an hour (the simulator soak alone ~45 min on 2 cores);
+# `make bench BENCH_ARGS=--quick` takes minutes. Never part of `make test`.
+BENCH_ARGS ?=
+bench: system-deps venv
+	$(PY) -m bench.all $(BENCH_ARGS)
 
 demo: system-deps venv
 	$(PY) -m tests.demo
