@@ -30,7 +30,7 @@ event with its time and watcher, the writer's summary, the machine) and
 Usage, from the repository root::
 
     python -m bench.timeline            # haredis and redis-sentinel (about half a minute)
-    python -m bench.timeline --smoke    # haredis only (the smoke test)
+    python -m bench.timeline --smoke    # haredis only, shorter warm-up and tail (the smoke test)
 
 The last line of stdout is ``timeline haredis_switch_s=<s> haredis_resumed_s=<s>
 sentinel_switch_s=<s> sentinel_resumed_s=<s> events=<n>`` (``nan`` for a system not run).
@@ -199,7 +199,9 @@ def writer_summary(attempts: Sequence[Attempt], fault_at: float, timeline: Timel
     timeline.failed_writes = sum(1 for a in attempts if not a.ok and a.start >= fault_at)
 
 
-def record(system: System, workdir: Path) -> Timeline:
+def record(
+    system: System, workdir: Path, *, warmup_acks: int = WARMUP_ACKS, tail_s: float = TAIL_S
+) -> Timeline:
     with contextlib.ExitStack() as stack:
         cluster = stack.enter_context(RedisCluster(REPLICAS, backend=RedisBackend("binary")))
         old = cluster.primary.address
@@ -209,7 +211,7 @@ def record(system: System, workdir: Path) -> Timeline:
         clients.wait_ready(old, REPLICAS)
         subscribers = stack.enter_context(subscribed(ports))
         writer = stack.enter_context(writing(ports, WRITE_RATE))
-        writer.wait_acked(WARMUP_ACKS, 30.0)
+        writer.wait_acked(warmup_acks, 30.0)
 
         fault_at = time.monotonic()
         cluster.primary.kill()
@@ -217,7 +219,7 @@ def record(system: System, workdir: Path) -> Timeline:
         timeline.new_primary, timeline.switch_s = str(new), switched_at - fault_at
         clients.wait_agree(60.0, f"every watcher to name the new primary after {old}")
         wait_for(lambda: any(a.ok and a.start >= fault_at for a in writer.attempts), 60.0, "writes to resume")
-        time.sleep(TAIL_S)
+        time.sleep(tail_s)
         writer.stop()
         for subscriber in subscribers:
             subscriber.stop()
@@ -452,7 +454,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 workdir = args.workdir
             for system in systems:
                 print(f"{system}: one kill -9 failover ...", file=sys.stderr, flush=True)
-                timelines.append(record(system, workdir / system))
+                if args.smoke:  # a shorter warm-up and tail: the smoke test checks the plumbing
+                    timelines.append(record(system, workdir / system, warmup_acks=100, tail_s=0.5))
+                else:
+                    timelines.append(record(system, workdir / system))
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
