@@ -2,12 +2,14 @@
 cluster under faults, the deterministic simulator (``tests/sim``) checks per minute of wall
 time, and whether a long run finds any invariant violation.
 
-What it does: runs ``python -m tests.sim --seeds N --start S`` once as a child process (every
-seed is one randomised cluster, fault schedule and real ``haredis.core`` watchers on a
-simulated network and clock; ``tests/sim/world.py``), times it on the wall clock and by the
-CPU time of the child processes, and parses the simulator's own last line
-``seeds=… violations=… sim_hours=… trace_hash=…``. A failing seed is printed by the simulator
-with its replay command; those lines are kept in the results.
+What it does: runs ``python -m tests.sim --seeds C --start S`` as a child process for one
+chunk of C seeds after the other (1000 by default; every seed is one randomised cluster, fault
+schedule and real ``haredis.core`` watchers on a simulated network and clock;
+``tests/sim/world.py``), times each chunk on the wall clock and by the CPU time of the child
+processes, and parses the simulator's own last line ``seeds=… violations=… sim_hours=…
+trace_hash=…``. Chunks show progress and bound the loss: a run stopped by ``--timeout`` reports
+every chunk it finished, marked incomplete. A failing seed is printed by the simulator with
+its replay command; those lines are kept in the results.
 
 Figures: ``seeds_per_min`` = seeds / wall minutes, ``sim_hours_per_min`` = simulated hours /
 wall minutes, ``speedup`` = simulated seconds per wall second, ``cpu_s_per_seed``. The
@@ -16,13 +18,14 @@ machine's free cores: the load average at the start is recorded with them.
 
 The default soak starts at seed 1,000,000, far from the seeds ``make test`` runs (0..499), so
 every soak checks scenarios the test suite never saw; the run is deterministic, so a given
-``--start``/``--seeds`` always checks the same scenarios (the ``trace_hash`` proves it).
+``--start``/``--seeds``/``--chunk`` always checks the same scenarios (the run's ``trace_hash``,
+a hash of the chunks' own hashes, proves it).
 
 Usage, from the repository root::
 
     python -m bench.sim                 # the soak: 20,000 seeds (about 45 min on 2 idle cores)
     python -m bench.sim --quick         # 300 seeds (under a minute)
-    python -m bench.sim --smoke         # 4 seeds, 1 job (the smoke test)
+    python -m bench.sim --smoke         # 4 seeds in 2 chunks, 1 job (the smoke test)
 
 The last line of stdout is
 ``sim seeds=<n> violations=<n> seeds_per_min=<n> sim_hours_per_min=<n>``; the exit status is 1
@@ -34,6 +37,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import math
 import os
 import re
 import resource
@@ -54,6 +59,7 @@ from .common import (
     append_text,
     command_line,
     exit_cleanly_on_sigterm,
+    json_number,
     machine_info,
     markdown_table,
 )
@@ -64,6 +70,7 @@ QUICK_SEEDS = 300
 SMOKE_SEEDS = 4
 SOAK_START = 1_000_000
 DEFAULT_TIMEOUT_S = 4 * 3600.0
+DEFAULT_CHUNK = 1000
 SIM_LAST_LINE = re.compile(
     r"seeds=(?P<seeds>\d+) violations=(?P<violations>\d+) sim_hours=(?P<sim_hours>\d+(?:\.\d+)?) "
     r"trace_hash=(?P<trace_hash>[0-9a-f]{64})"
@@ -72,12 +79,11 @@ FAILED_SEED = re.compile(r"seed=\d+ FAILED ")
 
 
 @dataclass(frozen=True, slots=True)
-class SimRun:
-    """One simulator run as measured from outside."""
+class Chunk:
+    """One ``python -m tests.sim`` run: a contiguous range of seeds, timed from outside."""
 
     start: int
     seeds: int
-    jobs: int
     violations: int
     sim_hours: float
     trace_hash: str
@@ -85,35 +91,88 @@ class SimRun:
     cpu_s: float
     failed_seeds: tuple[str, ...]
 
+
+@dataclass(frozen=True, slots=True)
+class SimRun:
+    """Every chunk of one soak, summed."""
+
+    start: int
+    requested: int
+    jobs: int
+    chunks: tuple[Chunk, ...]
+
+    @property
+    def seeds(self) -> int:
+        return sum(c.seeds for c in self.chunks)
+
+    @property
+    def complete(self) -> bool:
+        return self.seeds == self.requested
+
+    @property
+    def violations(self) -> int:
+        return sum(c.violations for c in self.chunks)
+
+    @property
+    def sim_hours(self) -> float:
+        return sum(c.sim_hours for c in self.chunks)
+
+    @property
+    def wall_s(self) -> float:
+        return sum(c.wall_s for c in self.chunks)
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(c.cpu_s for c in self.chunks)
+
+    @property
+    def trace_hash(self) -> str:
+        """One hash for the whole soak: the same seeds and chunking always give the same one."""
+        digest = hashlib.sha256()
+        for chunk in self.chunks:
+            digest.update(f"{chunk.start}+{chunk.seeds}:{chunk.trace_hash}\n".encode())
+        return digest.hexdigest()
+
+    @property
+    def failed_seeds(self) -> tuple[str, ...]:
+        return tuple(line for c in self.chunks for line in c.failed_seeds)
+
     @property
     def seeds_per_min(self) -> float:
-        return self.seeds / self.wall_s * 60.0
+        return self.seeds / self.wall_s * 60.0 if self.wall_s else math.nan
 
     @property
     def sim_hours_per_min(self) -> float:
-        return self.sim_hours / self.wall_s * 60.0
+        return self.sim_hours / self.wall_s * 60.0 if self.wall_s else math.nan
 
     @property
     def speedup(self) -> float:
         """Simulated seconds per wall-clock second."""
-        return self.sim_hours * 3600.0 / self.wall_s
+        return self.sim_hours * 3600.0 / self.wall_s if self.wall_s else math.nan
 
     @property
     def cpu_s_per_seed(self) -> float:
-        return self.cpu_s / self.seeds if self.seeds else float("nan")
+        return self.cpu_s / self.seeds if self.seeds else math.nan
 
     def as_json(self) -> dict[str, Any]:
-        record = asdict(self)
-        record["failed_seeds"] = list(self.failed_seeds[:50])
-        record.update(
-            seeds_per_min=round(self.seeds_per_min, 1),
-            sim_hours_per_min=round(self.sim_hours_per_min, 2),
-            speedup=round(self.speedup, 1),
-            cpu_s_per_seed=round(self.cpu_s_per_seed, 4),
-            wall_s=round(self.wall_s, 2),
-            cpu_s=round(self.cpu_s, 2),
-        )
-        return record
+        return {
+            "start": self.start,
+            "requested": self.requested,
+            "seeds": self.seeds,
+            "complete": self.complete,
+            "jobs": self.jobs,
+            "violations": self.violations,
+            "sim_hours": round(self.sim_hours, 2),
+            "trace_hash": self.trace_hash,
+            "wall_s": round(self.wall_s, 2),
+            "cpu_s": round(self.cpu_s, 2),
+            "seeds_per_min": json_number(self.seeds_per_min),
+            "sim_hours_per_min": json_number(self.sim_hours_per_min),
+            "speedup": json_number(self.speedup),
+            "cpu_s_per_seed": json_number(self.cpu_s_per_seed),
+            "failed_seeds": list(self.failed_seeds[:50]),
+            "chunks": [asdict(c) | {"failed_seeds": list(c.failed_seeds[:10])} for c in self.chunks],
+        }
 
     def last_line(self) -> str:
         return (
@@ -127,9 +186,10 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_simulator(start: int, seeds: int, jobs: int, timeout: float) -> SimRun:
+def run_chunk(start: int, seeds: int, jobs: int, timeout: float) -> Chunk:
     """Run the simulator once; its stdout is echoed to stderr line by line as it arrives, its
-    stderr (timing) passes straight through."""
+    stderr (timing) passes straight through. Raises BenchError without a summary line (e.g.
+    stopped at ``timeout``)."""
     argv = [sys.executable, "-m", "tests.sim", "--seeds", str(seeds), "--start", str(start)]
     argv += ["--jobs", str(jobs)]
     cpu_before = children_cpu_s()
@@ -137,7 +197,7 @@ def run_simulator(start: int, seeds: int, jobs: int, timeout: float) -> SimRun:
     lines: list[str] = []
     with subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=None, text=True) as child:
         # The deadline is enforced by a timer: reading stdout blocks until the child writes.
-        timer = threading.Timer(timeout, lambda: child.send_signal(signal.SIGTERM))
+        timer = threading.Timer(max(1.0, timeout), lambda: child.send_signal(signal.SIGTERM))
         timer.start()
         try:
             assert child.stdout is not None
@@ -157,14 +217,10 @@ def run_simulator(start: int, seeds: int, jobs: int, timeout: float) -> SimRun:
     cpu = children_cpu_s() - cpu_before
     match = SIM_LAST_LINE.fullmatch(lines[-1]) if lines else None
     if match is None:
-        raise BenchError(
-            f"the simulator exited with {code} without its summary line "
-            f"(timeout {timeout:.0f}s); its stderr is above"
-        )
-    return SimRun(
+        raise BenchError(f"the simulator exited with {code} without its summary line; its stderr is above")
+    return Chunk(
         start=start,
         seeds=int(match["seeds"]),
-        jobs=jobs,
         violations=int(match["violations"]),
         sim_hours=float(match["sim_hours"]),
         trace_hash=match["trace_hash"],
@@ -174,21 +230,53 @@ def run_simulator(start: int, seeds: int, jobs: int, timeout: float) -> SimRun:
     )
 
 
+def soak(start: int, seeds: int, jobs: int, chunk: int, timeout: float) -> SimRun:
+    """Run ``seeds`` seeds in chunks of ``chunk``, so progress shows and a run stopped by
+    ``timeout`` still reports every chunk it finished (the one cut short is not counted)."""
+    deadline = time.monotonic() + timeout
+    done: list[Chunk] = []
+    for first in range(start, start + seeds, chunk):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        count = min(chunk, start + seeds - first)
+        try:
+            done.append(run_chunk(first, count, jobs, remaining))
+        except BenchError:
+            if time.monotonic() < deadline:
+                raise
+            print(f"timeout: stopped inside the chunk from seed {first}", file=sys.stderr)
+            break
+        run = SimRun(start, seeds, jobs, tuple(done))
+        print(
+            f"progress: {run.seeds}/{seeds} seeds, {run.violations} violations, "
+            f"{run.seeds_per_min:.0f} seeds/min",
+            file=sys.stderr,
+            flush=True,
+        )
+    return SimRun(start, seeds, jobs, tuple(done))
+
+
 # -- results ------------------------------------------------------------------------------------
 
 MARKDOWN_HEADER = """# Simulator throughput and soak
 
-Appended by `python -m bench.sim` (see its docstring): one `python -m tests.sim` run per entry,
-timed from outside. `seeds/min` and `sim h/min` are per wall-clock minute with one worker per
-core; `speedup` is simulated seconds per wall second. The raw runs are in `sim.json`.
+Appended by `python -m bench.sim` (see its docstring): one soak per entry, run as chunks of
+`python -m tests.sim` timed from outside. `seeds/min` and `sim h/min` are per wall-clock
+minute with one worker per core; `speedup` is simulated seconds per wall second. The raw runs,
+chunk by chunk, are in `sim.json`.
 """
 
 HEADERS = ["seeds", "start", "jobs", "violations", "wall s", "seeds/min", "sim h", "sim h/min", "speedup"]
 
 
+def seeds_cell(run: SimRun) -> str:
+    return str(run.seeds) if run.complete else f"{run.seeds} of {run.requested} (timeout)"
+
+
 def table_row(run: SimRun) -> list[str]:
     return [
-        str(run.seeds),
+        seeds_cell(run),
         str(run.start),
         str(run.jobs),
         str(run.violations),
@@ -237,17 +325,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help=f"{QUICK_SEEDS} seeds")
     mode.add_argument("--smoke", action="store_true", help=f"{SMOKE_SEEDS} seeds, 1 job (the smoke test)")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="give up after this many s")
+    parser.add_argument(
+        "--chunk", type=int, default=DEFAULT_CHUNK, help=f"seeds per simulator run (default {DEFAULT_CHUNK})"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help="stop after this many seconds, reporting the chunks done (default 4 h)",
+    )
     parser.add_argument(
         "--results-dir", type=Path, default=DEFAULT_RESULTS, help="where results are appended"
     )
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds = QUICK_SEEDS
-    if args.smoke:
-        args.seeds, args.jobs = SMOKE_SEEDS, 1
-    if args.seeds < 1 or args.jobs < 1:
-        parser.error("--seeds and --jobs must be at least 1")
+    if args.smoke:  # two chunks of two seeds: the smoke test also checks that chunks add up
+        args.seeds, args.jobs, args.chunk = SMOKE_SEEDS, 1, 2
+    if args.seeds < 1 or args.jobs < 1 or args.chunk < 1:
+        parser.error("--seeds, --jobs and --chunk must be at least 1")
     return args
 
 
@@ -257,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = machine_info()
     print(f"simulating {args.seeds} seeds from {args.start} with {args.jobs} jobs ...", file=sys.stderr)
     try:
-        run = run_simulator(args.start, args.seeds, args.jobs, args.timeout)
+        run = soak(args.start, args.seeds, args.jobs, args.chunk, args.timeout)
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1

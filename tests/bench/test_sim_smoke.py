@@ -1,4 +1,4 @@
-"""Smoke test of the simulator benchmark: ``python -m bench.sim --smoke`` (4 seeds, 1 worker)
+"""Smoke test of the simulator benchmark: ``python -m bench.sim --smoke`` (4 seeds in 2 chunks, 1 worker)
 runs the simulator, parses its summary, writes its results files and ends with the line that
 scripts parse; the same seeds give the same trace hash twice (the throughput figures are only
 meaningful if the work measured is the same). Speed is never asserted."""
@@ -39,7 +39,10 @@ def test_sim_smoke(tmp_path: Path) -> None:
     assert len(runs) == 2
     assert runs[-1]["last_line"] == lines[-1]
     first, second = (r["run"] for r in runs)
-    assert (first["seeds"], first["jobs"], first["violations"]) == (4, 1, 0)
+    assert (first["seeds"], first["jobs"], first["violations"], first["complete"]) == (4, 1, 0, True)
+    # --smoke runs its 4 seeds as 2 chunks of 2: the totals are the chunks' sums.
+    assert [(c["start"], c["seeds"]) for c in first["chunks"]] == [(1_000_000, 2), (1_000_002, 2)]
+    assert first["sim_hours"] == round(sum(c["sim_hours"] for c in first["chunks"]), 2)
     assert re.fullmatch(r"[0-9a-f]{64}", first["trace_hash"])
     assert first["trace_hash"] == second["trace_hash"]
     assert first["sim_hours"] == second["sim_hours"] > 0
