@@ -1084,7 +1084,12 @@ class Watcher:
         fo = group.failover
         if fo is not None and fo.phase not in (Phase.ELECTION, Phase.SELECT) and fo.epoch >= epoch:
             return  # we are committing a newer or equal epoch ourselves
-        self._emit(Publish("+config-update-from", f"sentinel {source} @ {group.name} {epoch}"))
+        # Sentinel's `%@` form with the primary's address before the switch; the daemon puts the
+        # peer's run id and address in place of its name (the core does not know addresses).
+        before = group.address
+        self._emit(
+            Publish("+config-update-from", f"sentinel {source} @ {group.name} {before.host} {before.port}")
+        )
         self._switch(group, epoch, address, leader=False)
         self._ask_info(group, group.instances[address])
         if fo is not None and group.failover is fo:

@@ -329,7 +329,7 @@ def test_a_higher_config_epoch_from_a_peer_is_adopted() -> None:
     assert persisted.voted_epoch == 0 and {P, R1} <= set(persisted.known)
     [(_, _, switch)] = rig.events("+switch-master")
     assert switch == f"{NAME} {P.host} {P.port} {R1.host} {R1.port}"
-    assert rig.events("+config-update-from")[0][2] == f"sentinel w2 @ {NAME} 4"
+    assert rig.events("+config-update-from")[0][2] == f"sentinel w2 @ {NAME} {P.host} {P.port}"
     view = rig.view()
     assert view.address == R1 and view.config_epoch == 4 and view.current_epoch == 4
     assert view.last_failover_at == rig.now
