@@ -29,7 +29,8 @@ Usage, from the repository root::
 
 The last line of stdout is
 ``sim seeds=<n> violations=<n> seeds_per_min=<n> sim_hours_per_min=<n>``; the exit status is 1
-when a seed violated an invariant. Each run is appended to ``bench/results/sim.json`` and
+when a seed violated an invariant or a chunk failed to run (the chunks before it are still
+reported). Each run is appended to ``bench/results/sim.json`` and
 ``sim.md``.
 """
 
@@ -100,6 +101,7 @@ class SimRun:
     requested: int
     jobs: int
     chunks: tuple[Chunk, ...]
+    error: str = ""  # why the soak stopped early, other than its timeout
 
     @property
     def seeds(self) -> int:
@@ -171,6 +173,7 @@ class SimRun:
             "speedup": json_number(self.speedup),
             "cpu_s_per_seed": json_number(self.cpu_s_per_seed),
             "failed_seeds": list(self.failed_seeds[:50]),
+            "error": self.error,
             "chunks": [asdict(c) | {"failed_seeds": list(c.failed_seeds[:10])} for c in self.chunks],
         }
 
@@ -242,9 +245,10 @@ def soak(start: int, seeds: int, jobs: int, chunk: int, timeout: float) -> SimRu
         count = min(chunk, start + seeds - first)
         try:
             done.append(run_chunk(first, count, jobs, remaining))
-        except BenchError:
+        except BenchError as exc:
             if time.monotonic() < deadline:
-                raise
+                # Keep what the finished chunks showed; the run is reported as failed.
+                return SimRun(start, seeds, jobs, tuple(done), error=f"chunk from seed {first}: {exc}")
             print(f"timeout: stopped inside the chunk from seed {first}", file=sys.stderr)
             break
         run = SimRun(start, seeds, jobs, tuple(done))
@@ -271,7 +275,9 @@ HEADERS = ["seeds", "start", "jobs", "violations", "wall s", "seeds/min", "sim h
 
 
 def seeds_cell(run: SimRun) -> str:
-    return str(run.seeds) if run.complete else f"{run.seeds} of {run.requested} (timeout)"
+    if run.complete:
+        return str(run.seeds)
+    return f"{run.seeds} of {run.requested} ({'stopped by an error' if run.error else 'timeout'})"
 
 
 def table_row(run: SimRun) -> list[str]:
@@ -291,6 +297,8 @@ def table_row(run: SimRun) -> list[str]:
 def markdown_report(record: dict[str, Any], run: SimRun) -> str:
     machine = record["machine"]
     failures = "".join(f"- `{line}`\n" for line in run.failed_seeds[:20])
+    if run.error:
+        failures += f"- stopped early: {run.error[:500]}\n"
     return (
         f"\n## {machine['date']}: `{record['command']}`\n\n"
         f"- machine: {machine['uname']}, {machine['cpu_model']}, {machine['cores']} cores, "
@@ -354,9 +362,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"simulating {args.seeds} seeds from {args.start} with {args.jobs} jobs ...", file=sys.stderr)
     try:
         run = soak(args.start, args.seeds, args.jobs, args.chunk, args.timeout)
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -370,7 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_results(args.results_dir, record, run)
     print(markdown_table(HEADERS, [table_row(run)]))
     print(run.last_line(), flush=True)
-    return 1 if run.violations else 0
+    if run.error:
+        print(f"the soak stopped early: {run.error}", file=sys.stderr)
+    return 1 if run.violations or run.error else 0
 
 
 if __name__ == "__main__":
