@@ -84,7 +84,14 @@ def plan(args: argparse.Namespace) -> list[tuple[str, Callable[[Session], None]]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run_all(parse_args(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt as exc:
+        print(f"chaos: interrupted ({exc or 'Ctrl-C'}); every namespace and process was removed", flush=True)
+        return 130
+
+
+def run_all(args: argparse.Namespace) -> int:
     problem = environment_problem()
     if problem is not None:
         print(f"chaos: cannot run: {problem}", file=sys.stderr)

@@ -145,7 +145,8 @@ def run(
             try:
                 body(session)
             finally:
-                session.heal_all()
+                if not rig.closed:  # a signal handler tears the rig down before unwinding
+                    session.heal_all()
             session.finish()
     except KeyboardInterrupt:
         raise

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .rig import PRIMARY_NAME, REDIS_PORT, WATCHER_PORT, enter_netns
 
@@ -60,7 +62,14 @@ class WriteProber(_Observer):
     samples: list[tuple[float, bool]] = field(default_factory=list)
 
     def loop(self, deadline: float) -> None:
-        client = redis.Redis(self.ip, REDIS_PORT, socket_timeout=0.2, socket_connect_timeout=0.2, protocol=2)
+        client = redis.Redis(
+            self.ip,
+            REDIS_PORT,
+            socket_timeout=0.2,
+            socket_connect_timeout=0.2,
+            protocol=2,
+            retry=Retry(NoBackoff(), 0),
+        )
         try:
             while not self._stop.is_set() and time.monotonic() < deadline:
                 began = time.monotonic()
@@ -88,6 +97,7 @@ class EpochSampler(_Observer):
             socket_connect_timeout=0.5,
             protocol=2,
             decode_responses=True,
+            retry=Retry(NoBackoff(), 0),
         )
         try:
             while not self._stop.is_set() and time.monotonic() < deadline:

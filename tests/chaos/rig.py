@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 PREFIX = "hrc"
 SUBNET = "10.213.0"
@@ -167,12 +169,16 @@ def remove_leftovers() -> list[str]:
     removed = []
     for ns in our_namespaces():
         pid = _owner_pid(ns)
-        if pid is not None and pid != os.getpid() and _pid_alive(pid):
-            continue  # a parallel run that is still alive
-        if pid == os.getpid():
-            continue
+        if pid == os.getpid() or (pid is not None and _pid_alive(pid)):
+            continue  # ours, or a parallel run that is still alive
         _delete_netns(ns)
         removed.append(ns)
+    import shutil
+
+    for workdir in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-*"):
+        pid = _owner_pid(workdir.name)
+        if pid is not None and pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(workdir, ignore_errors=True)  # the work dir of a dead run
     return removed
 
 
@@ -333,6 +339,10 @@ class Rig:
             sh("ip", "-n", host.ns, "link", "set", "eth0", "up")
             sh("ip", "-n", host.ns, "link", "set", "lo", "up")
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         if self._closed:
             return
@@ -387,7 +397,7 @@ class Rig:
             socket_connect_timeout=timeout,
             decode_responses=True,
             protocol=2,
-            retry_on_timeout=False,
+            retry=Retry(NoBackoff(), 0),
         )
 
     def on_redis(self, name: str, fn: Callable[[redis.Redis], T], timeout: float = 1.0) -> T:
@@ -487,7 +497,8 @@ min_failover_interval_ms = {cfg.min_failover_interval_ms}
 
     def watcher_client(self, name: str, timeout: float = 0.5) -> redis.Redis:
         return redis.Redis(self.hosts[name].ip, WATCHER_PORT, socket_timeout=timeout,
-                           socket_connect_timeout=timeout, decode_responses=True, protocol=2)  # fmt: skip
+                           socket_connect_timeout=timeout, decode_responses=True, protocol=2,
+                           retry=Retry(NoBackoff(), 0))  # fmt: skip
 
     def on_watcher(self, name: str, fn: Callable[[redis.Redis], T], timeout: float = 1.0) -> T:
         def call() -> T:
@@ -558,7 +569,7 @@ min_failover_interval_ms = {cfg.min_failover_interval_ms}
         masters = [n for n, r in topo["roles"].items() if r is not None and r[0] == "master"]
         if len(masters) != 1:
             return None
-        primary = masters[0]
+        primary: str = masters[0]
         ip = self.hosts[primary].ip
         for name, role in topo["roles"].items():
             if name != primary and (role is None or role != ("slave", ip)):
@@ -586,7 +597,7 @@ min_failover_interval_ms = {cfg.min_failover_interval_ms}
                     got = self.name_of(self.watcher_primary(name))
                     if got:
                         votes[got] = votes.get(got, 0) + 1
-        return max(votes, key=lambda k: votes[k]) if votes else None
+        return max(votes, key=votes.__getitem__) if votes else None
 
     # -------------------------------------------------------------------- faults
 
