@@ -15,7 +15,8 @@ What one run does per system (all on 127.0.0.1):
    resumed, then listen 1.5 s more for the tail of the failover (``+failover-end``…).
 
 The events drawn (Sentinel's names, which haredis publishes too): ``+sdown`` (this watcher
-thinks the primary is down), ``+odown`` (a quorum agrees), ``+vote-for-leader`` (a vote cast,
+thinks the primary is down), ``+odown`` (a quorum agrees; both only about the primary, not the
+old primary flagged down as a replica after the switch), ``+vote-for-leader`` (a vote cast,
 for itself when it is a candidate), ``+elected-leader``, ``+promoted-slave`` and
 ``+switch-master`` (the new primary is announced). ``writes resumed`` is the ack of the first
 write sent after the kill; the red band is the application's write outage (last ack before
@@ -102,6 +103,15 @@ class Event:
     channel: str
     message: str
 
+    @property
+    def milestone(self) -> bool:
+        """Whether the picture shows it: a milestone channel, and for ``+sdown``/``+odown`` only
+        about the primary (``master <name> …``), not the old primary later flagged down as a
+        replica (``slave …``)."""
+        if self.channel not in MILESTONES:
+            return False
+        return self.channel not in ("+sdown", "+odown") or self.message.startswith("master ")
+
 
 class Subscriber(threading.Thread):
     """``PSUBSCRIBE *`` on one watcher; every message is stamped with the monotonic clock when
@@ -163,7 +173,9 @@ class Timeline:
     events: list[Event] = field(default_factory=list)
 
     def first(self, channel: str, watcher: int | None = None) -> float:
-        times = [e.at for e in self.events if e.channel == channel and watcher in (None, e.watcher)]
+        times = [
+            e.at for e in self.events if e.milestone and e.channel == channel and watcher in (None, e.watcher)
+        ]
         return min(times) if times else math.nan
 
     def as_json(self) -> dict[str, Any]:
@@ -248,10 +260,7 @@ def draw(timelines: Sequence[Timeline], path: Path) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    end = max(
-        max([t.resumed_s, t.switch_s, *(e.at for e in t.events if e.channel in MILESTONES)])
-        for t in timelines
-    )
+    end = max(max([t.resumed_s, t.switch_s, *(e.at for e in t.events if e.milestone)]) for t in timelines)
     figure, axes = plt.subplots(
         len(timelines), 1, figsize=(11, 1.2 + 2.1 * len(timelines)), sharex=True, squeeze=False
     )
@@ -263,7 +272,9 @@ def draw(timelines: Sequence[Timeline], path: Path) -> None:
             # Each kind of event has its own thin lane in a watcher's row, so that two events
             # at the same moment (+sdown and +odown often are) do not hide each other.
             offset = (lane - (len(MILESTONES) - 1) / 2) * 0.11
-            points = [(e.at, e.watcher + offset) for e in timeline.events if e.channel == channel]
+            points = [
+                (e.at, e.watcher + offset) for e in timeline.events if e.milestone and e.channel == channel
+            ]
             if points:
                 xs, ys = zip(*points, strict=True)
                 ax.scatter(
