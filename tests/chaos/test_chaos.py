@@ -15,7 +15,7 @@ import pytest
 
 from . import harness
 from .checker import check_epochs, longest_split_brain, parse_logfmt
-from .rig import RigConfig, environment_problem, our_namespaces
+from .rig import RigConfig, environment_problem, our_namespaces, teardown_on_signals
 from .scenarios import jepsen_2013
 from .schedule import make_schedule
 
@@ -54,7 +54,8 @@ def test_jepsen_2013_partition() -> None:
     problem = environment_problem()
     if problem is not None:
         pytest.skip(f"chaos rig unavailable: {problem}")
-    result = harness.run("jepsen_2013", jepsen_2013, RigConfig(), replay="(pytest)")
+    with teardown_on_signals():  # SIGTERM/Ctrl-C still remove every namespace and process
+        result = harness.run("jepsen_2013", jepsen_2013, RigConfig(), replay="(pytest)")
     details = "\n".join([*result.violations, *result.notes, *result.events])
     assert result.violations == [], details
     # After healing, every Redis node and every watcher name one and the same primary.
