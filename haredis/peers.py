@@ -139,6 +139,8 @@ def encode_message(message: PeerMessage) -> bytes:
             "type": "gossip",
             "sender": message.sender,
             "in_hold": message.in_hold,
+            "sent_ms": message.sent_ms,
+            "echoes": dict(message.echoes),
             "primaries": [
                 {
                     "name": p.name,
@@ -237,6 +239,12 @@ class _Fields:
             )
         return value
 
+    def get_name_key(self, key: str) -> str:
+        """A key of this object that must itself be a name (a peer's, in gossip echoes)."""
+        if not _name_ok(key, allow_empty=False):
+            raise PeerMessageError("malformed", f"{self.what} keys must be names without control characters")
+        return key
+
     def get_address(self, key: str) -> Address:
         fields = _Fields(self.obj[key], f"{self.what}.{key}", _ADDRESS_KEYS)
         host = fields.obj["host"]
@@ -267,7 +275,8 @@ _PRIMARY_KEYS: Final = frozenset(
         "pause_reason",
     }
 )
-_GOSSIP_KEYS: Final = frozenset({"type", "sender", "in_hold", "primaries"})
+_GOSSIP_KEYS: Final = frozenset({"type", "sender", "in_hold", "sent_ms", "echoes", "primaries"})
+MAX_ECHOES: Final = 256  # one per peer; far more watchers than anyone runs
 _VOTE_REQUEST_KEYS: Final = frozenset({"type", "sender", "primary", "epoch", "forced"})
 _VOTE_REPLY_KEYS: Final = frozenset(
     {"type", "sender", "primary", "epoch", "granted", "voted_for", "current_epoch"}
@@ -336,8 +345,16 @@ def decode_message(data: bytes) -> PeerMessage:
                     pause_reason=p.get_text("pause_reason", max_len=MAX_REASON),
                 )
             )
+        raw_echoes = fields.obj["echoes"]
+        if not isinstance(raw_echoes, dict) or len(raw_echoes) > MAX_ECHOES:
+            raise PeerMessageError("malformed", f"gossip.echoes must be an object of at most {MAX_ECHOES}")
+        echoes = _Fields(raw_echoes, "gossip.echoes", frozenset(raw_echoes))
         return Gossip(
-            sender=fields.get_name("sender"), in_hold=fields.get_bool("in_hold"), primaries=tuple(primaries)
+            sender=fields.get_name("sender"),
+            in_hold=fields.get_bool("in_hold"),
+            primaries=tuple(primaries),
+            sent_ms=fields.get_int("sent_ms"),
+            echoes=tuple((echoes.get_name_key(name), echoes.get_int(name)) for name in raw_echoes),
         )
     if kind == "vote_request":
         fields = _Fields(obj, "vote_request", _VOTE_REQUEST_KEYS)

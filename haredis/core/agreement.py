@@ -27,6 +27,8 @@ class PeerState:
     last_heard: float
     in_hold: bool = False
     views: dict[str, tuple[PrimaryGossip, float]] = field(default_factory=dict)
+    sent_ms: int = 0  # the latest send stamp received from this peer (echoed back to it)
+    echo_ms: int = 0  # the latest of OUR send stamps this peer has echoed
 
 
 class PeerTable:
@@ -46,9 +48,17 @@ class PeerTable:
             peer = self.peers[gossip.sender] = PeerState(gossip.sender, now)
         peer.last_heard = now
         peer.in_hold = gossip.in_hold
+        peer.sent_ms = max(peer.sent_ms, gossip.sent_ms)
+        for name, stamp in gossip.echoes:
+            if name == self._own:
+                peer.echo_ms = max(peer.echo_ms, stamp)
         for view in gossip.primaries:
             peer.views[view.name] = (view, now)
         return True
+
+    def echoes(self) -> tuple[tuple[str, int], ...]:
+        """What our next gossip echoes: each peer's latest send stamp."""
+        return tuple((p.name, p.sent_ms) for p in self.peers.values() if p.sent_ms > 0)
 
     def admits(self, name: str) -> bool:
         return name != self._own and (name in self.peers or len(self.peers) < self._capacity)
@@ -64,9 +74,15 @@ class PeerTable:
             peer.last_heard = now
         return True
 
-    def fresh_views(self, primary: str, now: float, ttl: float) -> list[tuple[str, PrimaryGossip]]:
+    def fresh_views(
+        self, primary: str, now: float, ttl: float, *, echoing_since_ms: int | None = None
+    ) -> list[tuple[str, PrimaryGossip]]:
+        """Views received within `ttl`; with `echoing_since_ms`, only from peers that have
+        echoed a stamp of ours at least that recent (so their view postdates it)."""
         out: list[tuple[str, PrimaryGossip]] = []
         for peer in self.peers.values():
+            if echoing_since_ms is not None and peer.echo_ms < echoing_since_ms:
+                continue
             entry = peer.views.get(primary)
             if entry is not None and now - entry[1] <= ttl:
                 out.append((peer.name, entry[0]))

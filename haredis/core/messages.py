@@ -39,6 +39,13 @@ class Gossip:
     sender: str
     in_hold: bool
     primaries: tuple[PrimaryGossip, ...]
+    # The sender's clock when it sent this (ms), and, per peer, the latest such stamp it has
+    # received from that peer. A receiver compares the echo of ITS OWN stamp with its own
+    # clock only (clocks differ between hosts): a view echoing a stamp from after time T was
+    # sent after T, however long the network held it (a TCP retransmission after a
+    # partition heals delivers views that are many seconds old).
+    sent_ms: int = 0
+    echoes: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -394,7 +394,7 @@ class Watcher:
             views = tuple(self._gossip_view(g) for g in self._groups.values())
             for group, view in zip(self._groups.values(), views, strict=True):
                 group.last_gossip = view
-            self._emit(SendGossip(Gossip(self.name, self.in_hold, views)))
+            self._emit(SendGossip(self._gossip(views)))
 
     def _on_probe_result(self, event: ProbeReply | ProbeFailed) -> None:
         group = self._groups.get(event.primary)
@@ -1101,11 +1101,21 @@ class Watcher:
             self._set_durable(group, replace(group.durable, current_epoch=epoch))
             self._emit(Publish("+new-epoch", str(epoch)))
 
-    def _majority_current(self, group: _Group) -> bool:
-        """A majority of watchers, freshly heard, share our config epoch and none knows newer."""
+    def _gossip(self, views: tuple[PrimaryGossip, ...]) -> Gossip:
+        return Gossip(
+            self.name, self.in_hold, views, sent_ms=int(self._now * 1000), echoes=self._peers.echoes()
+        )
+
+    def _majority_current(self, group: _Group, since: float) -> bool:
+        """A majority of watchers share our config epoch and none knows newer, in views they
+        sent after `since` (they echo a gossip of ours from then on): a view the network held
+        back through a partition must not vouch for a topology it predates."""
         mine = group.durable.config_epoch
         agree = 1
-        for _, view in self._peers.fresh_views(group.name, self._now, self.settings.opinion_ttl):
+        views = self._peers.fresh_views(
+            group.name, self._now, self.settings.opinion_ttl, echoing_since_ms=int(since * 1000)
+        )
+        for _, view in views:
             if view.config_epoch > mine or view.leading_epoch > 0:
                 return False
             if view.config_epoch == mine:
@@ -1152,7 +1162,7 @@ class Watcher:
                 or self.in_hold
                 or not primary_sane
                 or (inst.convert_sent_at is not None and now - inst.convert_sent_at < s.convert_after)
-                or not self._majority_current(group)
+                or not self._majority_current(group, inst.contradicting_since)
             ):
                 continue
             assert info is not None
@@ -1208,7 +1218,7 @@ class Watcher:
                 changed.append(view)
         dirty.clear()
         if changed and self.settings.electorate > 1:
-            self._emit(SendGossip(Gossip(self.name, self.in_hold, tuple(changed))))
+            self._emit(SendGossip(self._gossip(tuple(changed))))
 
     def _learn_history(self, group: _Group, view: PrimaryGossip) -> None:
         """Fill in what we do not know of the primary's history from a peer on the same

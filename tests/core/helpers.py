@@ -281,6 +281,7 @@ class Rig:
         address: Address = P,
         in_hold: bool = False,
         leading_epoch: int = 0,
+        echo_ms: int | None = None,
     ) -> list[Action]:
         view = PrimaryGossip(
             name=NAME,
@@ -290,7 +291,10 @@ class Rig:
             address=address,
             leading_epoch=leading_epoch,
         )
-        return self.handle(GossipReceived(now=self.now, gossip=Gossip(sender, in_hold, (view,))))
+        # A peer echoes the latest send stamp it has had from us (None: it has had none).
+        echoes = ((self.watcher.name, echo_ms),) if echo_ms is not None else ()
+        gossip = Gossip(sender, in_hold, (view,), sent_ms=int(self.now * 1000), echoes=echoes)
+        return self.handle(GossipReceived(now=self.now, gossip=gossip))
 
     def request_vote(self, sender: str, epoch: int, *, forced: bool = False) -> VoteReply:
         actions = self.handle(VoteRequested(now=self.now, request=VoteRequest(sender, NAME, epoch, forced)))

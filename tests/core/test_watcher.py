@@ -16,7 +16,14 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from haredis.core.actions import PersistState, Probe, Publish, RequestVotes, SendGossip, SendVoteReply
+from haredis.core.actions import (
+    PersistState,
+    Probe,
+    Publish,
+    RequestVotes,
+    SendGossip,
+    SendVoteReply,
+)
 from haredis.core.events import FailoverCommand, InfoReply, Tick, VoteRequested
 from haredis.core.messages import VoteReply, VoteRequest
 from haredis.core.model import Address, DurableState, PrimaryDurable, Role
@@ -729,3 +736,41 @@ def test_a_restart_without_a_primary_does_not_erase_its_votes() -> None:
     rig.restart()
     refused = rig.request_vote("w3", 3)
     assert not refused.granted and refused.voted_for == "w2"
+
+
+def _stray_primary_rig() -> Rig:
+    """w1 at config epoch 0 with a healthy primary P, and R1 reporting itself a primary (as a
+    replica promoted by a failover that w1 has not heard of would)."""
+    rig = Rig.standard()
+    rig.run(1.0)
+    rig.nodes[R1].info = primary_info(replicas=())
+    return rig
+
+
+def test_views_held_back_by_the_network_do_not_license_demoting_a_stray_primary() -> None:
+    # Found by the chaos rig: after a partition healed, TCP delivered peers' gossip sent
+    # before their failover (config epoch 0), and the cut-off watcher took it as a fresh
+    # majority for its old topology and demoted the NEW primary. Such views echo only
+    # stamps of ours from before the contradiction began.
+    rig = _stray_primary_rig()
+    old_stamp = int(rig.now * 1000)
+    for _ in range(int(4.0 / 0.25)):
+        rig.run(0.25)
+        rig.gossip("w2", echo_ms=old_stamp)
+        rig.gossip("w3", echo_ms=old_stamp)
+    assert rig.events("+convert-to-slave") == []
+    assert rig.nodes[R1].info.role is Role.PRIMARY  # nobody sent it REPLICAOF
+
+
+def test_a_stray_primary_is_demoted_when_peers_vouch_for_the_topology_after_it_appeared() -> None:
+    # The control: the same peers, now echoing our latest gossip, are a current majority.
+    rig = _stray_primary_rig()
+    for _ in range(int(4.0 / 0.25)):
+        rig.run(0.25)
+        latest = max(g.sent_ms for g in rig.gossips())
+        rig.gossip("w2", echo_ms=latest)
+        rig.gossip("w3", echo_ms=latest)
+    assert [m for _, _, m in rig.events("+convert-to-slave")] == [
+        f"slave {R1.host}:{R1.port} {R1.host} {R1.port} @ {NAME} {P.host} {P.port}"
+    ]
+    assert rig.nodes[R1].info.role is Role.REPLICA and rig.nodes[R1].info.master == P

@@ -43,6 +43,8 @@ GOSSIP = Gossip(
             leading_epoch=0,
         ),
     ),
+    sent_ms=123_456,
+    echoes=(("w2", 99_000), ("w3", 100_250)),
 )
 REQUEST = VoteRequest(sender="w1", primary="mymaster", epoch=8, forced=True)
 REPLY = VoteReply(sender="w1", primary="mymaster", epoch=8, granted=False, voted_for="", current_epoch=9)
@@ -104,6 +106,12 @@ def mutate(message: PeerMessage, change: dict[str, object], path: tuple[str | in
         mutate(GOSSIP, {"host": "a b"}, ("primaries", 0, "address")),
         mutate(GOSSIP, {"host": ""}, ("primaries", 0, "address")),
         mutate(GOSSIP, {"config_epoch": 1.5}, ("primaries", 0)),
+        mutate(GOSSIP, {"sent_ms": -1}),
+        mutate(GOSSIP, {"sent_ms": KeyError}),
+        mutate(GOSSIP, {"echoes": [["w2", 1]]}),
+        mutate(GOSSIP, {"w2": "1"}, ("echoes",)),
+        mutate(GOSSIP, {"w\n2": 1}, ("echoes",)),
+        mutate(GOSSIP, {f"w{i}": 1 for i in range(300)}, ("echoes",)),
         b'{"type":"vote_request","sender":"w1","primary":"m","epoch":1,"forced":false,"epoch":2}',
         b'{"type":"vote_request","sender":"\\ud800","primary":"m","epoch":1,"forced":false}',
         b'{"type":"vote_request","sender":"w1","primary":"m","epoch":NaN,"forced":false}',
@@ -188,7 +196,12 @@ primaries = st.builds(
 )
 messages = st.one_of(
     st.builds(
-        Gossip, sender=names, in_hold=st.booleans(), primaries=st.lists(primaries, max_size=4).map(tuple)
+        Gossip,
+        sender=names,
+        in_hold=st.booleans(),
+        primaries=st.lists(primaries, max_size=4).map(tuple),
+        sent_ms=epochs,
+        echoes=st.dictionaries(names, epochs, max_size=5).map(lambda d: tuple(d.items())),
     ),
     st.builds(VoteRequest, sender=names, primary=names, epoch=epochs, forced=st.booleans()),
     st.builds(
