@@ -58,8 +58,8 @@ from typing import Any
 import redis
 
 from haredis.core.model import Address
-from tests.integration.haredis_procs import HaredisProc
-from tests.integration.redis_procs import LOOPBACK, RedisBackend, RedisCluster, free_port
+from tests.integration.haredis_procs import HaredisProc, HaredisProcError
+from tests.integration.redis_procs import LOOPBACK, RedisBackend, RedisCluster, RedisProcError, free_port
 
 from .common import (
     REPO_ROOT,
@@ -86,6 +86,7 @@ QUORUM = 2
 WATCHERS = 3
 GOAL_MARGIN_S = 2.0  # the goal: every group switched within down_after + this
 POLL_INTERVAL = 0.05
+START_TIMEOUT = 60.0
 READY_TIMEOUT = 90.0  # Sentinel discovers its peers per primary by hello messages (every 2 s)
 # Sentinel retries a failed election of a primary only 2 x failover-timeout later: wait that long.
 SWITCH_TIMEOUT = 2 * FAILOVER_TIMEOUT_MS / 1000 + 60
@@ -190,7 +191,9 @@ def haredis_mass_watchers(
         for proc in procs:
             proc.start(wait=False)
         for proc in procs:
-            proc.wait_ready()
+            # Starting to watch K primaries (2K connections, INFO of each) keeps a watcher busy
+            # for a while on a loaded machine: the default 15 s is for one primary.
+            proc.wait_ready(START_TIMEOUT)
         yield ports
     finally:
         for proc in procs:
@@ -666,7 +669,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep = args.workdir is not None
     try:
         results = run_all(args, run_dir)
-    except BenchError as exc:
+    except (BenchError, HaredisProcError, RedisProcError) as exc:
         keep = True
         progress(f"benchmark failed: {exc}")
         return 1
