@@ -2,12 +2,12 @@
 
 Layout of one run (``run`` = ``hrc<pid>``, unique per controller process)::
 
-    namespace <run>sw   bridge "br0", one veth end per host ("r1", "w1", ...)
-    namespace <run>r1   eth0 10.213.0.11   redis-server (primary at start)
-    namespace <run>r2   eth0 10.213.0.12   redis-server (replica)
-    namespace <run>r3   eth0 10.213.0.13   redis-server (replica)
-    namespace <run>w1   eth0 10.213.0.21   haredis run (watcher w1), likewise w2, w3
-    namespace <run>c1   eth0 10.213.0.31   the client writer
+    namespace <run>sw   bridge <run>br, the outer veth end of every host (<run>r1b, <run>w1b, ...)
+    namespace <run>r1   <run>r1 10.213.0.11   redis-server (primary at start)
+    namespace <run>r2   <run>r2 10.213.0.12   redis-server (replica)
+    namespace <run>r3   <run>r3 10.213.0.13   redis-server (replica)
+    namespace <run>w1   <run>w1 10.213.0.21   haredis run (watcher w1), likewise w2, w3
+    namespace <run>c1   <run>c1 10.213.0.31   the client writer
 
 Both ends of every veth pair are created directly inside their namespaces (``ip link add …
 netns …``), so nothing is ever created, renamed or moved in the host's own network namespace,
@@ -222,6 +222,11 @@ class Host:
     def log_path(self) -> Path:
         return self.workdir / "out.log"
 
+    @property
+    def link(self) -> str:
+        """The host's veth end (its namespace name, which is ``hrc<pid><host>``)."""
+        return self.ns
+
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
@@ -327,16 +332,19 @@ class Rig:
             sh("ip", "netns", "add", ns)
             self._created.append(ns)
         sw = self.switch_ns
-        sh("ip", "-n", sw, "link", "add", "br0", "type", "bridge")
-        sh("ip", "-n", sw, "link", "set", "br0", "up")
+        bridge = f"{self.run}br"
+        sh("ip", "-n", sw, "link", "add", bridge, "type", "bridge")
+        sh("ip", "-n", sw, "link", "set", bridge, "up")
         sh("ip", "-n", sw, "link", "set", "lo", "up")
         for host in self.hosts.values():
             # Both ends are created inside their namespaces: the host namespace is never touched.
-            sh("ip", "link", "add", "eth0", "netns", host.ns, "type", "veth", "peer", "name", host.name,
+            # Names carry the run prefix ("hrc" + pid + host + end: at most 13 of 15 characters).
+            inner, outer = host.link, f"{host.link}b"
+            sh("ip", "link", "add", inner, "netns", host.ns, "type", "veth", "peer", "name", outer,
                "netns", sw)  # fmt: skip
-            sh("ip", "-n", sw, "link", "set", host.name, "master", "br0", "up")
-            sh("ip", "-n", host.ns, "addr", "add", f"{host.ip}/24", "dev", "eth0")
-            sh("ip", "-n", host.ns, "link", "set", "eth0", "up")
+            sh("ip", "-n", sw, "link", "set", outer, "master", bridge, "up")
+            sh("ip", "-n", host.ns, "addr", "add", f"{host.ip}/24", "dev", inner)
+            sh("ip", "-n", host.ns, "link", "set", inner, "up")
             sh("ip", "-n", host.ns, "link", "set", "lo", "up")
 
     @property
