@@ -28,6 +28,8 @@ replicas                  ``slaveN:ip=…,port=…,state=…,offset=…,lag=…`
 last_io_seconds           ``master_last_io_seconds_ago`` (link up only; -1 or absent: 0.0)
 fence_configured          ``min_slaves_good_slaves`` is present: Redis prints it only when both
                           min-replicas-to-write and min-replicas-max-lag are non-zero
+keys                      sum of ``dbN:keys=K,…`` when the text has a ``# Keyspace`` section
+                          (0 when the section is empty), else -1 (not asked)
 ========================  =====================================================================
 """
 
@@ -40,6 +42,8 @@ from haredis.core.model import Address, InstanceInfo, ReplicaLink, Role
 __all__ = ["instance_info", "parse_info", "parse_replica_line"]
 
 _REPLICA_KEY = re.compile(r"slave[0-9]+")
+_DB_KEY = re.compile(r"db[0-9]+")
+_KEYS_FIELD = re.compile(r"(?:^|,)keys=([0-9]+)(?:,|$)")
 
 
 def parse_info(text: str) -> dict[str, str]:
@@ -173,4 +177,17 @@ def instance_info(text: str) -> InstanceInfo:
         replicas=_replicas(fields),
         last_io_seconds=last_io_seconds,
         fence_configured="min_slaves_good_slaves" in fields,
+        keys=_keys(text, fields),
     )
+
+
+def _keys(text: str, fields: dict[str, str]) -> int:
+    if "# Keyspace" not in text:
+        return -1
+    total = 0
+    for key, value in fields.items():
+        if _DB_KEY.fullmatch(key):
+            match = _KEYS_FIELD.search(value)
+            if match:
+                total += int(match.group(1))
+    return total

@@ -414,8 +414,9 @@ class RedisLink:
         return _as_text(reply, "PING")
 
     async def info(self, timeout: float) -> InstanceInfo:
-        """``INFO server replication`` (one round trip) parsed into InstanceInfo."""
-        (reply,) = await self._run(timeout, [("INFO", "server", "replication")])
+        """``INFO server replication keyspace`` (one round trip) parsed into InstanceInfo.
+        The keyspace tells a primary that restarted empty from one that restarted with data."""
+        (reply,) = await self._run(timeout, [("INFO", "server", "replication", "keyspace")])
         self._raise_if_error(reply, ("INFO",))
         return instance_info(_as_text(reply, "INFO"))
 

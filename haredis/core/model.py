@@ -92,6 +92,8 @@ class InstanceInfo:
     # Redis prints min_slaves_good_slaves only when min-replicas-to-write and
     # min-replicas-max-lag are both set: the only sign in INFO that a write fence is on.
     fence_configured: bool = False
+    # Keys in all databases (INFO keyspace); -1 when the reply had no keyspace section.
+    keys: int = -1
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,6 +137,9 @@ class _Group:
         self.odown_votes = 0
         self.primary_down = False
         self.role_mismatch_since: float | None = None
+        # The primary came back with no data and a new history while replicas still hold the
+        # old one: it must not become their source (a full sync would wipe them).
+        self.restarted_empty = False
         self.primary_offset: int | None = None
         self.last_gossip: PrimaryGossip | None = None
         # Maintenance mode (haredis pause): ordered by a sequence number gossiped with it.
@@ -421,6 +424,17 @@ class Watcher:
         inst.info_asked_at = None
         info = event.info
         self._keep_fence(group, inst)
+        if event.address == group.address and info.role is Role.PRIMARY:
+            empty = self._restarted_empty(group, info)
+            if empty != group.restarted_empty:
+                group.restarted_empty = empty
+                if empty:
+                    self._emit(Publish("+reboot-empty", _describe(group, group.address)))
+            if empty:
+                # Keep the old history and offset: they are what the replicas hold and what
+                # selection must compare them against.
+                self._evaluate(group)
+                return
         if event.address == group.address:
             if info.role is Role.PRIMARY:
                 # What the primary itself reports is the truth: no replid2 (all zeros) means
@@ -439,6 +453,26 @@ class Watcher:
             elif info.role is Role.REPLICA and group.role_mismatch_since is None:
                 group.role_mismatch_since = now
         self._evaluate(group)
+
+    def _restarted_empty(self, group: _Group, info: InstanceInfo) -> bool:
+        """The primary reports no keys and a history that neither continues ours nor descends
+        from it, while a replica we read recently still holds our history with data: it was
+        restarted without persistence (or lost its files). Redis's own answer would be a full
+        resync that empties every replica (the documented hazard of auto-restart without
+        persistence), so this counts as the primary failing. A restart with its data keeps
+        its replid (loaded from the RDB) or its keys, and is left alone."""
+        known = group.durable.replid
+        if not known or info.keys != 0 or known in (info.replid, info.replid2):
+            return False
+        horizon = 3 * group.settings.info_period
+        return any(
+            inst.info is not None
+            and inst.info_at is not None
+            and self._now - inst.info_at <= horizon
+            and inst.info.replid == known
+            and inst.info.offset > 0
+            for inst in group.replicas()
+        )
 
     def _keep_fence(self, group: _Group, inst: _Instance) -> None:
         """With fencing on, every node (replicas too: any of them may be promoted) must carry
@@ -674,7 +708,7 @@ class Watcher:
         primary = group.instances[primary_addr]
         mismatch_limit = s.down_after + 2 * s.info_period
         mismatch = group.role_mismatch_since is not None and now - group.role_mismatch_since > mismatch_limit
-        primary_down = primary.detector.down or mismatch
+        primary_down = primary.detector.down or mismatch or group.restarted_empty
         if primary_down != group.primary_down:
             group.primary_down = primary_down
             self._mark_dirty(group)
@@ -1067,6 +1101,7 @@ class Watcher:
             self._set_history(group, "", group.durable.replid2, -1)
         group.primary_offset = None
         group.role_mismatch_since = None
+        group.restarted_empty = False
         if group.odown:
             group.odown = False
         if old != new:

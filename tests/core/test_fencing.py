@@ -101,3 +101,31 @@ def test_an_old_primary_back_during_the_wait_is_paused_and_demoted_before_the_an
     assert world.primaries() == [new]
     assert world.nodes[P].role is Role.REPLICA and world.nodes[P].master == new
     assert not world.nodes[P].writes_paused
+
+
+# -- a primary restarting empty (no persistence) must not wipe its replicas -----------------
+
+
+def test_a_primary_restarted_empty_is_failed_over_to_a_replica_that_kept_the_data() -> None:
+    world = make_world()
+    world.run(3.0)
+    world.kill(P)
+    world.restart(P, empty=True)  # back before anyone saw it down: only INFO tells
+    world.run(5.0)
+    assert [a for _, _, a, _ in world.promotions] == [R1]
+    assert {w for _, w, _, _ in world.events("+reboot-empty")} == {"w1", "w2", "w3"}
+    assert world.primaries() == [R1]
+    # The empty node now follows the replica that kept the data, not the other way round.
+    assert world.nodes[P].role is Role.REPLICA and world.nodes[P].master == R1
+    assert world.nodes[R2].master == R1
+
+
+def test_a_primary_restarted_with_its_data_is_left_alone() -> None:
+    # The control: same restart, data kept (replid loaded from its RDB, keys present).
+    world = make_world()
+    world.run(3.0)
+    world.kill(P)
+    world.restart(P)
+    world.run(5.0)
+    assert world.promotions == []
+    assert world.events("+reboot-empty") == []

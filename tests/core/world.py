@@ -68,6 +68,7 @@ class Node:
     fence: tuple[int, int] | None = None
     paused_since: float | None = None
     writes_paused: bool = False  # CLIENT PAUSE WRITE in effect
+    keys: int = 10
 
 
 @dataclass
@@ -104,10 +105,15 @@ class World:
         self.nodes[address].paused = False
         self.nodes[address].paused_since = None
 
-    def restart(self, address: Address) -> None:
-        """The process comes back (as it was, minus every CONFIG SET)."""
+    def restart(self, address: Address, *, empty: bool = False) -> None:
+        """The process comes back (as it was, minus every CONFIG SET). `empty`: without
+        persistence, so with no keys and a new replication history. Replicas here never
+        resync on their own, so they keep the old data until someone repoints them."""
         node = self.nodes[address]
         node.alive, node.paused, node.paused_since, node.fence = True, False, None, None
+        if empty:
+            node.keys, node.offset = 0, 0
+            node.replid, node.replid2 = f"history-{address.host}-restart-{self.now}", ""
 
     def stop_watcher(self, name: str) -> None:
         self.down_watchers.add(name)
@@ -236,7 +242,7 @@ class World:
             )
             return InstanceInfo(role=Role.PRIMARY, run_id=f"run{node.address.port}", replid=node.replid,
                                 replid2=node.replid2, offset=node.offset, replicas=links,
-                                fence_configured=node.fence is not None)
+                                fence_configured=node.fence is not None, keys=node.keys)
         master = self.nodes.get(node.master) if node.master else None
         link_up = bool(master and master.alive and not master.paused)
         # As Redis: whole seconds. A stopped primary leaves the link "up" with a growing

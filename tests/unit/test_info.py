@@ -522,3 +522,11 @@ def test_fence_marker_and_last_io_are_read() -> None:
     info = instance_info(down)
     assert not info.fence_configured
     assert not info.link_up and info.last_io_seconds == 0.0
+
+
+def test_keyspace_is_summed_and_absent_when_not_asked() -> None:
+    base = "# Replication\r\nrole:master\r\nmaster_repl_offset:7\r\n"
+    assert instance_info(base).keys == -1
+    assert instance_info(base + "\r\n# Keyspace\r\n").keys == 0
+    text = base + "\r\n# Keyspace\r\ndb0:keys=12,expires=1,avg_ttl=0\r\ndb3:keys=5,expires=0,avg_ttl=0\r\n"
+    assert instance_info(text).keys == 17
