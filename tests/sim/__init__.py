@@ -13,13 +13,17 @@ Modules (one job each):
 - ``scheduler``: the virtual clock and the event heap, ordered by (time, sequence number).
 - ``config``: the per-seed world (watchers, quorum, replicas, priorities, timings, settings).
 - ``redis_node``: fake Redis nodes (roles, replid/replid2, offsets, the writer, PSYNC/full
-  resync, kill/pause/restart/EMPTY restart) and ``Lineage``, the ground truth of histories.
+  resync, kill/pause/restart/EMPTY restart, min-replicas-to-write with per-replica acks and
+  whole-second clocks, CLIENT PAUSE WRITE) and ``Lineage``, the ground truth of histories.
+- ``fencing``: the executor's side of write fencing (``Fence``; a ``Promote`` that pauses,
+  then demotes and unpauses the old primary), each step on the simulated network.
 - ``network``: delay + jitter, drop, duplicate, reorder; symmetric and one-way cuts.
 - ``watcher_host``: one watcher process around the core (clock offset and jumps, pauses,
   crashes between any two actions of a batch, a disk holding the last executed PersistState).
 - ``faults``: the fault schedule drawn from the seed, how each fault applies, the final heal.
 - ``history``: when each node, watcher, link and the network was disturbed.
-- ``invariants``: the checks (see its docstring), run on the step that could break each.
+- ``invariants``: the checks (see its docstring), run on the step that could break each;
+  ``write_fence`` measures split brains (nodes accepting writes at once) for invariant 13.
 - ``trace``: compact records of every event and action, the trace hash, the human timeline.
 - ``world``: composes the above and runs one seed; ``runner``/``__main__``: many seeds.
 - ``toy_watcher``: a tiny contract-following watcher with switchable bugs, used only to prove
@@ -32,10 +36,13 @@ What the simulator does NOT model (so the checks cannot speak for it):
   A failed disk write (the executor would stop the watcher) is not injected.
 - Redis details: one logical replication stream per node (no RDB/AOF timing: a restart
   either keeps everything or is EMPTY; a persistent restart keeps its replid and offset),
-  no min-replicas-to-write, WAIT, FAILOVER or CLIENT PAUSE, no replica-serve-stale-data
+  no WAIT, no replica-serve-stale-data
   (never MASTERDOWN), no BUSY/NOAUTH replies, no replica-announced=no, no memory limits.
   Every node that accepts writes gets them at the same rate (clients that stick to a stale
-  primary); acknowledged-write loss is therefore not measured, only where data went.
+  primary); acknowledged-write loss is therefore not measured, only where data went, and
+  how long two nodes accepted writes at once. A replica's last_io is refreshed on every
+  replication tick while its master is reachable (real Redis: on data, or the 1 s ping when
+  fenced); a SIGSTOPped primary reads acks buffered during the stop as fresh on SIGCONT.
 - Networks: delays are independent per message (no bandwidth, no per-connection FIFO beyond
   one request/reply), Redis links never duplicate; reachability is decided when a message is
   sent. Replication follows the cuts between nodes, not watcher-to-node cuts.

@@ -36,6 +36,11 @@ class NodeSpec:
     priority: int  # replica-priority; 0: never to be promoted
     repl_period: float  # how often this node pulls from its master: its replication lag
     load_time: float  # LOADING time after a restart that keeps its data
+    # Where this node's whole-second wall clock (Redis's server.unixtime) ticks over, and
+    # when in each second its replicationCron runs (acks, good-replica count): fractions
+    # of a second, drawn per node so that the rounding is not always the kindest one.
+    clock_phase: float = 0.0
+    cron_phase: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,10 @@ class SimConfig:
     # An explicit fault list for scenario tests; None: generated from the seed.
     faults: tuple[Fault, ...] | None = None
     fault_gap: float = 4.0  # mean time between generated faults
+    # Write fencing (PrimarySettings.fencing): min-replicas-to-write / min-replicas-max-lag.
+    fencing: bool = False
+    fence_min_replicas: int = 1
+    fence_max_lag: int = 2
 
     @property
     def majority(self) -> int:
@@ -82,6 +91,9 @@ class SimConfig:
             crash_detect=self.crash_detect,
             failover_timeout=self.failover_timeout,
             min_failover_interval=self.min_failover_interval,
+            fencing=self.fencing,
+            fence_min_replicas=self.fence_min_replicas,
+            fence_max_lag=self.fence_max_lag,
         )
 
     def watcher_settings(self, name: str) -> WatcherSettings:
@@ -104,6 +116,7 @@ class SimConfig:
         return (
             f"watchers={len(self.watchers)} quorum={self.quorum} replicas={len(self.nodes) - 1} "
             f"priorities={prio} down_after={self.down_after:g} heal={self.chaos_end:.1f} end={self.end:.1f}"
+            + (f" fencing={self.fence_min_replicas}/{self.fence_max_lag}s" if self.fencing else "")
         )
 
 
@@ -125,6 +138,20 @@ def make_nodes(rng: random.Random, replicas: int, zero_priority: bool) -> tuple[
             )
         )
     return tuple(nodes)
+
+
+def fence_rng(seed: int) -> random.Random:
+    """The seed's second, independent stream for everything fencing adds (whether it is on,
+    its settings, the nodes' clock and cron phases). Drawing these from the main stream
+    would reshuffle every seed's faults; a str seed is hashed with SHA-512, not hash(), so
+    this is reproducible across processes and PYTHONHASHSEED."""
+    return random.Random(f"fence:{seed}")
+
+
+def with_phases(nodes: tuple[NodeSpec, ...], frng: random.Random) -> tuple[NodeSpec, ...]:
+    return tuple(
+        replace(n, clock_phase=round(frng.random(), 3), cron_phase=round(frng.random(), 3)) for n in nodes
+    )
 
 
 def generate(seed: int, rng: random.Random) -> SimConfig:
@@ -155,6 +182,18 @@ def generate(seed: int, rng: random.Random) -> SimConfig:
         chaos_end=warmup + chaos,
         fault_gap=rng.uniform(2.0, 6.0),
     )
+    # Fencing on half of the seeds, from the seed's own fencing stream (see fence_rng).
+    frng = fence_rng(seed)
+    fencing = frng.random() < 0.5
+    max_lag = frng.choice((1, 2))
+    min_replicas = 2 if replicas == 3 and frng.random() < 0.25 else 1
+    cfg = replace(
+        cfg,
+        nodes=with_phases(cfg.nodes, frng),
+        fencing=fencing,
+        fence_min_replicas=min_replicas,
+        fence_max_lag=max_lag,
+    )
     return replace(cfg, end=cfg.chaos_end + cfg.quiet_needed())
 
 
@@ -170,6 +209,9 @@ def scenario(
     chaos_end: float = 20.0,
     end: float | None = None,
     repl_periods: tuple[float, ...] | None = None,
+    fencing: bool = False,
+    fence_max_lag: int = 2,
+    fence_min_replicas: int = 1,
 ) -> SimConfig:
     """A hand-made world for scenario tests: nothing random but the network jitter."""
     rng = random.Random(seed)
@@ -188,5 +230,10 @@ def scenario(
         warmup=3.0,
         chaos_end=chaos_end,
         faults=faults,
+        fencing=fencing,
+        fence_min_replicas=fence_min_replicas,
+        fence_max_lag=fence_max_lag,
     )
+    if fencing:
+        cfg = replace(cfg, nodes=with_phases(cfg.nodes, fence_rng(seed)))
     return replace(cfg, end=end if end is not None else chaos_end + cfg.quiet_needed())

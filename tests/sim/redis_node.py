@@ -13,6 +13,17 @@ The model, close to Redis 7:
   paused or cut-off master is silent: replicas notice after `repl_timeout` (like Redis's
   repl-timeout) but their offsets stop moving immediately.
 - REPLICAOF NO ONE starts a new history: replid2 = old replid, second_offset = offset.
+- Write fencing (min-replicas-to-write N / min-replicas-max-lag M, set by the watchers'
+  `Fence` action and forgotten on restart): a replica acks its master from its
+  replicationCron, once a second, while its link is up and the network carries
+  replica->master; a master records the ack time, and its replicationCron (once a second,
+  at the node's own phase) counts the replicas whose lag, in whole seconds of the node's
+  wall clock (server.unixtime - repl_ack_time), is <= M. That cached count decides whether
+  writes are accepted until the next cron, as in Redis. A replica that attaches (PSYNC)
+  counts as acked at once (putSlaveOnline), and CONFIG SET recounts at once. Acks sent to
+  a SIGSTOPped master are read when it resumes, with the resume time as their time.
+- A node accepts writes iff it is alive, not paused, a master, not LOADING, not under
+  FAILOVER's or CLIENT PAUSE WRITE's write pause, and (no fence, or enough good replicas).
 - Kill: connections are refused. Pause: requests queue and are answered on resume (so the
   watchers time out). Restart: a new run id; with persistence the data, replid and offset
   are kept (LOADING for `load_time`); EMPTY restarts get a new replid and offset 0. The role
@@ -26,6 +37,7 @@ replid's parent (replid, offset), so "is this data a prefix of that data" is exa
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING, Any
 
 from haredis.core.events import FailureKind
@@ -38,6 +50,8 @@ if TYPE_CHECKING:
     from .world import World
 
 PING, INFO, PROMOTE, REPLICAOF, SWITCHOVER = 0, 1, 2, 3, 4
+FENCE, PAUSE_WRITES, UNPAUSE = 5, 6, 7  # CONFIG SET min-replicas-*, CLIENT PAUSE WRITE, CLIENT UNPAUSE
+CRON_PERIOD = 1.0  # replicationCron
 FAILOVER_POLL = 0.01  # how often a primary in FAILOVER checks its target's offset
 NO_REPLID = "0" * 40  # what Redis reports as master_replid2 when there is none
 
@@ -60,6 +74,7 @@ class Request:
         "incarnation",
         "kind",
         "node",
+        "on_done",
         "sent_at",
         "timer",
     )
@@ -78,6 +93,9 @@ class Request:
         self.deadline = now + action.timeout
         self.timer = False  # a timeout is scheduled at `deadline`
         self.gen_at = -1.0  # when the node produced the reply (INFO freshness)
+        # Set for the executor's internal steps (fencing): called with (ok, payload) instead
+        # of handing an event to the watcher.
+        self.on_done: Any = None
 
 
 class Lineage:
@@ -118,9 +136,13 @@ class FakeRedis:
         "_off",
         "_off_t",
         "_writing",
+        "acks",
         "address",
         "alive",
+        "client_pause_until",
         "failover_req",
+        "fence",
+        "good_replicas",
         "last_change",
         "last_io",
         "link_down_since",
@@ -132,6 +154,7 @@ class FakeRedis:
         "past_histories",
         "paused",
         "paused_long",
+        "pending_acks",
         "priority",
         "queue",
         "repl_period",
@@ -180,6 +203,11 @@ class FakeRedis:
         self.queue: list[Request] = []
         self.failover_req: Request | None = None  # a FAILOVER TO in progress on this primary
         self.writes_paused = False  # CLIENT PAUSE WRITE, as FAILOVER does while it waits
+        self.client_pause_until = 0.0  # CLIENT PAUSE <ms> WRITE from a watcher (fencing)
+        self.fence: tuple[int, int] | None = None  # (min-replicas-to-write, min-replicas-max-lag)
+        self.acks: dict[str, float] = {}  # replica name -> when its last ack was read (repl_ack_time)
+        self.pending_acks: set[str] = set()  # acks sent to this node while it was SIGSTOPped
+        self.good_replicas = 0  # repl_good_slaves_count, refreshed by the cron
         # The data this node held before each EMPTY restart since it last took a full copy
         # from someone else: what a watcher may still rightly consider its history.
         self.past_histories: list[tuple[str, int]] = []
@@ -188,6 +216,8 @@ class FakeRedis:
         if self.role is Role.REPLICA:
             self.ticking = True
             world.sched.after(world.rng.random() * self.repl_period, self._repl_tick)
+        if world.config.fencing:
+            world.sched.at(spec.cron_phase, self._cron)
 
     def _new_run_id(self) -> str:
         return f"{self.name}-{self.restarts:02d}" + "0" * 34
@@ -202,12 +232,85 @@ class FakeRedis:
     def history_point(self) -> tuple[str, int]:
         return (self.replid, self.offset())
 
+    def accepts_writes(self) -> bool:
+        """Would a client's write succeed now (see the module docstring)?"""
+        now = self.world.sched.now
+        return (
+            self.alive
+            and not self.paused
+            and self.role is Role.PRIMARY
+            and not self.writes_paused
+            and now >= self.client_pause_until
+            and now >= self.loading_until
+            and (self.fence is None or self.good_replicas >= self.fence[0])
+        )
+
     def _update_writing(self) -> None:
-        writing = self.alive and not self.paused and self.role is Role.PRIMARY and not self.writes_paused
+        writing = self.accepts_writes()
         if writing != self._writing:
             self._off = self.offset()
             self._off_t = self.world.sched.now
             self._writing = writing
+            self.world.checker.on_writable(self, writing)
+
+    # -- write fencing ----------------------------------------------------------------------
+
+    def unixtime(self, t: float) -> int:
+        """This node's wall clock in whole seconds at simulated time `t`."""
+        return math.floor(t + self.spec.clock_phase)
+
+    def _refresh_good_replicas(self) -> None:
+        """refreshGoodSlavesCount: replicas online whose whole-second lag is <= max-lag."""
+        if self.fence is None:
+            return
+        now_s = self.unixtime(self.world.sched.now)
+        max_lag = self.fence[1]
+        self.good_replicas = sum(1 for t in self.acks.values() if now_s - self.unixtime(t) <= max_lag)
+        self._update_writing()
+
+    def set_fence(self, min_replicas: int, max_lag: int) -> None:
+        self.fence = (min_replicas, max_lag)
+        self._refresh_good_replicas()  # CONFIG SET recounts at once (updateGoodSlaves)
+
+    def replica_attached(self, replica: FakeRedis) -> None:
+        """A replica finished PSYNC: it counts as acked now (putSlaveOnline)."""
+        self.acks[replica.name] = self.world.sched.now
+        self._refresh_good_replicas()
+
+    def replica_detached(self, replica: FakeRedis) -> None:
+        """The replica closed its connection (REPLICAOF elsewhere, promotion, death): the
+        master frees it at once if the FIN gets through, else it ages out by lag."""
+        if replica.name in self.acks and self.world.network.can(replica.name, self.name):
+            del self.acks[replica.name]
+            self.pending_acks.discard(replica.name)
+            self._refresh_good_replicas()
+
+    def _cron(self) -> None:
+        """replicationCron, once a second: a replica acks its master; a master recounts."""
+        world = self.world
+        world.sched.after(CRON_PERIOD, self._cron)
+        if not self.alive or self.paused:
+            return
+        if self.role is Role.REPLICA and self.link_up and self.master is not None:
+            m = world.node_at(self.master)
+            if m is not None and m.alive and world.network.can(self.name, m.name):
+                if m.paused:
+                    m.pending_acks.add(self.name)
+                elif m.run_id == self.link_run_id:
+                    m.acks[self.name] = world.sched.now
+        self._refresh_good_replicas()
+
+    def pause_writes(self, seconds: float) -> None:
+        """CLIENT PAUSE <ms> WRITE: expires by itself."""
+        until = self.world.sched.now + seconds
+        if until > self.client_pause_until:
+            self.client_pause_until = until
+            self.world.sched.at(until, self._update_writing)
+        self._update_writing()
+
+    def unpause_writes(self) -> None:
+        self.client_pause_until = 0.0
+        self._update_writing()
 
     def _set_offset(self, value: int) -> None:
         self._off = value
@@ -230,6 +333,7 @@ class FakeRedis:
         self._update_writing()
         self.world.history.open(f"node:{self.name}", now)
         self.world.history.open(f"node-any:{self.name}", now)
+        self._leave_master()
         self.link_up = False
         self.sync_until = None
         queued, self.queue = self.queue, []
@@ -256,9 +360,16 @@ class FakeRedis:
             self.loading_until = now
         else:
             self.loading_until = now + self.spec.load_time
+            self.world.sched.at(self.loading_until, self._update_writing)
         self.link_up = False
         self.link_down_since = now
         self.sync_until = None
+        # A new process: CONFIG SET, replicas' acks and client pauses are gone.
+        self.fence = None
+        self.acks = {}
+        self.pending_acks = set()
+        self.good_replicas = 0
+        self.client_pause_until = 0.0
         self._update_writing()
         self.world.history.close(f"node:{self.name}", now)
         self.world.history.close(f"node-any:{self.name}", now)
@@ -283,6 +394,11 @@ class FakeRedis:
         if self.paused_long:
             self.world.history.close(f"node:{self.name}", now)
         self.paused_long = False
+        # Acks that arrived while stopped are read now; the cached good-replica count is
+        # what it was until the next cron (so writes may be taken at once, as in Redis).
+        for name in sorted(self.pending_acks):
+            self.acks[name] = now
+        self.pending_acks = set()
         self._update_writing()
         queued, self.queue = self.queue, []
         for req in queued:
@@ -310,11 +426,22 @@ class FakeRedis:
         elif kind == INFO:
             result = self.info()
         elif kind == PROMOTE:
+            if self.role is Role.REPLICA:
+                world.checker.on_node_promoted(self, req.host, req.action)
             self.replicaof_no_one()
             result = True
         elif kind == SWITCHOVER:
             self._failover_start(req)
             return  # answered when it completes or gives up
+        elif kind == FENCE:
+            self.set_fence(req.action.min_replicas, req.action.max_lag)
+            result = True
+        elif kind == PAUSE_WRITES:
+            self.pause_writes(req.action.seconds)
+            result = True
+        elif kind == UNPAUSE:
+            self.unpause_writes()
+            result = True
         else:
             target: Address = req.action.target
             if target == self.address:
@@ -400,7 +527,7 @@ class FakeRedis:
             and other.link_up
             and other.master == self.address
         )
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"fence_configured": self.fence is not None}
         if _SECOND_OFFSET_FIELD is not None:
             extra[_SECOND_OFFSET_FIELD] = self.second_offset + 1 if self.replid2 else -1
         if self.role is Role.PRIMARY:
@@ -421,7 +548,11 @@ class FakeRedis:
             offset=self.offset(),
             master=self.master,
             link_up=self.link_up,
-            link_down_seconds=0.0 if self.link_up else round(now - self.link_down_since, 3),
+            # Whole seconds of this node's clock, as Redis prints them.
+            link_down_seconds=0.0
+            if self.link_up
+            else float(self.unixtime(now) - self.unixtime(self.link_down_since)),
+            last_io_seconds=float(self.unixtime(now) - self.unixtime(self.last_io)) if self.link_up else 0.0,
             priority=self.priority,
             replicas=links,
             **extra,
@@ -435,6 +566,7 @@ class FakeRedis:
         self.replid2 = self.replid
         self.second_offset = off
         self.replid = self.world.lineage.new((self.replid, off))
+        self._leave_master()
         self.role = Role.PRIMARY
         self.role_since = now
         self.master = None
@@ -450,7 +582,11 @@ class FakeRedis:
         if self.role is Role.PRIMARY:
             self.role = Role.REPLICA
             self.role_since = now
+            self.acks = {}  # its replicas are disconnected
+            self.pending_acks = set()
+            self.good_replicas = 0
             self._update_writing()
+        self._leave_master()
         self.master = target
         self.link_up = False
         self.link_down_since = now
@@ -519,6 +655,14 @@ class FakeRedis:
     def _link_established(self, m: FakeRedis) -> None:
         self.link_up = True
         self.link_run_id = m.run_id
+        m.replica_attached(self)
+
+    def _leave_master(self) -> None:
+        """This replica closes its replication connection (its master forgets it)."""
+        if self.role is Role.REPLICA and self.master is not None:
+            m = self.world.node_at(self.master)
+            if m is not None and m is not self and m.alive:
+                m.replica_detached(self)
 
     def _link_down(self, now: float) -> None:
         if self.link_up:

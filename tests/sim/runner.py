@@ -83,6 +83,31 @@ def combined_hash(reports: Iterable[SeedReport]) -> str:
     return h.hexdigest()
 
 
+def fencing_summary(reports: Iterable[SeedReport]) -> str:
+    """One line of write-fencing coverage over all seeds (maxima for the overlap lengths)."""
+    totals: dict[str, int] = {}
+    for r in reports:
+        for key, value in r.coverage:
+            if not key.startswith("fenc"):
+                continue
+            if key.endswith("-ms"):
+                totals[key] = max(totals.get(key, 0), value)
+            else:
+                totals[key] = totals.get(key, 0) + value
+    seeds = totals.pop("fencing-on", 0)
+    return (
+        f"fencing: seeds={seeds} lease_waits={totals.pop('fence-waits', 0)} "
+        f"promotions_after_lease_wait={totals.pop('fence-promotions-after-lease-wait', 0)} "
+        f"promotions_fencing_old={totals.pop('fence-promotions-fencing-old', 0)} "
+        f"old_paused={totals.pop('fence-old-paused', 0)} "
+        f"old_pause_failed={totals.pop('fence-old-pause-failed', 0)} "
+        f"split_brains_after_promotion={totals.pop('fence-split-brain-after-promotion', 0)} "
+        f"max_overlap_after_promotion={totals.pop('fence-max-overlap-after-promotion-ms', 0) / 1000:.3f}s "
+        f"max_overlap_other={totals.pop('fence-max-overlap-other-ms', 0) / 1000:.3f}s"
+        + "".join(f" {k.removeprefix('fence-')}={v}" for k, v in sorted(totals.items()))
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.sim", description=__doc__)
     parser.add_argument("--seeds", type=int, default=100, help="how many seeds to run (default 100)")
@@ -131,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         f"elapsed={elapsed:.1f}s seeds_per_minute={rate:.0f} jobs={args.jobs or os.cpu_count()}",
         file=sys.stderr,
     )
+    out.write(fencing_summary(reports) + "\n")
     out.write(
         f"seeds={len(reports)} violations={violations} sim_hours={sim_seconds / 3600.0:.2f} "
         f"trace_hash={combined_hash(reports)}\n"

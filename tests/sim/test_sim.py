@@ -14,6 +14,7 @@ from .config import Fault, scenario
 from .runner import replay_command, run_many
 from .toy_watcher import toy_factory
 from .world import World
+from .write_fence import SLACK
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -275,3 +276,90 @@ def test_checker_catches_double_vote() -> None:
     assert not ({"2-one-vote", "1-one-leader"} & invariants_hit(run(cfg, toy_factory())))
     hit = invariants_hit(run(cfg, toy_factory(frozenset({"double-vote"}))))
     assert {"2-one-vote", "1-one-leader"} <= hit
+
+
+# -- write fencing (invariant 13) -----------------------------------------------------------
+
+ISOLATE_PRIMARY = (Fault(10.0, "partition", 15.0, shape="isolate-primary"),)
+
+
+def fenced(seed: int, faults: tuple[Fault, ...], *, fencing: bool = True, max_lag: int = 2) -> object:
+    return scenario(seed=seed, fencing=fencing, fence_max_lag=max_lag, faults=faults, chaos_end=30.0)
+
+
+def writes_stopped(world: World, node: str, after: float) -> float | None:
+    """When `node` stopped accepting writes, the first time after `after`."""
+    return next(
+        (t for t, n, on in world.checker.write_fence.changes if n == node and t > after and not on), None
+    )
+
+
+def test_fenced_primary_cut_off_from_its_replicas_refuses_writes_by_itself() -> None:
+    """The model: a primary whose replicas' acks stop counts them good while its whole-second
+    lag is <= max_lag, and acts on that count at its once-a-second cron, so it stops taking
+    writes between max_lag and max_lag + 2 s after the cut. Healed, it takes writes again."""
+    cut = Fault(10.0, "partition", 8.0, target="r0>r1,r1>r0,r0>r2,r2>r0", shape="pairs")
+    world = run(scenario(seed=33, fencing=True, fence_max_lag=2, faults=(cut,), chaos_end=30.0))
+    r0 = world.node_by_name["r0"]
+    assert r0.fence == (1, 2)  # set by the watchers (and kept: r0 never restarted)
+    stopped = writes_stopped(world, "r0", 10.0)
+    assert stopped is not None and 10.0 + 2 <= stopped <= 10.0 + 2 + 2.0
+    resumed = [t for t, n, on in world.checker.write_fence.changes if n == "r0" and on and t > stopped]
+    assert resumed and resumed[0] >= 18.0
+    assert not world.promotions  # the watchers still reach r0: no failover
+
+
+def test_isolated_primary_with_fencing_stops_writing_before_the_promotion() -> None:
+    """The primary alone is cut off from watchers and replicas (its clients still reach it).
+    The leader waits out its lease (+fence-wait), so the new primary never takes writes
+    while the old one still does (beyond Redis's rounding slack)."""
+    world = run(fenced(30, ISOLATE_PRIMARY))
+    assert not violations(world)
+    assert world.promotions
+    assert [p for p in world.publishes if p[2] == "+fence-wait"]
+    assert world.checker.coverage.get("fence-promotions-after-lease-wait") == 1
+    stopped = writes_stopped(world, "r0", 10.0)
+    assert stopped is not None and stopped <= world.promotions[0][0]
+    assert world.checker.write_fence.longest <= SLACK
+
+
+def test_isolated_primary_without_fencing_keeps_taking_writes_control() -> None:
+    """The control for the test above: the same world without fencing has two writable
+    primaries for most of the partition, far beyond any lease."""
+    world = run(fenced(30, ISOLATE_PRIMARY, fencing=False))
+    assert not violations(world)  # invariant 13 applies only with fencing on
+    assert world.promotions
+    lease = world.config.primary_settings().fence_lease  # type: ignore[attr-defined]
+    assert world.checker.write_fence.longest > lease + 1.0
+    assert writes_stopped(world, "r0", 10.0) is not None  # only when it is demoted after the heal
+
+
+def test_operator_failover_with_fencing_pauses_and_demotes_the_old_primary_first() -> None:
+    """A reachable old primary: CLIENT PAUSE WRITE, promote, REPLICAOF, unpause, then the
+    PromoteDone. No moment with two writable primaries."""
+    world = run(fenced(10, (Fault(8.0, "failover-command", target="w2"),)))
+    assert not violations(world)
+    assert len(world.promotions) == 1
+    assert world.checker.coverage.get("fence-old-paused") == 1
+    assert not world.checker.write_fence.intervals
+    new = world.node_by_name[world.promotions[0][3]]
+    r0 = world.node_by_name["r0"]
+    assert r0.master == new.address and r0.client_pause_until == 0.0
+
+
+def test_fencing_seed_replays_exactly() -> None:
+    seed = next(s for s in range(100, 200) if World(s).config.fencing)
+    a, b = World(seed).run(), World(seed).run()
+    assert a.trace_hash == b.trace_hash
+    assert dict(a.coverage).get("fencing-on") == 1
+
+
+def test_checker_catches_promotion_without_lease_wait() -> None:
+    """The toy watcher fences like the core; with `no-lease-wait` it promotes as soon as it
+    wins, while the isolated old primary still counts its replicas' last acks as good."""
+    cfg = fenced(30, ISOLATE_PRIMARY)
+    clean = run(cfg, toy_factory())
+    assert "13-write-fence" not in invariants_hit(clean), violations(clean)
+    assert clean.promotions
+    buggy = run(cfg, toy_factory(frozenset({"no-lease-wait"})))
+    assert "13-write-fence" in invariants_hit(buggy), violations(buggy)

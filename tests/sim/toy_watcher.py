@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from haredis.core.actions import (
     Action,
+    Fence,
     PersistState,
     Probe,
     Promote,
@@ -54,7 +55,16 @@ from haredis.core.model import (
 
 T = TypeVar("T")
 
-BUGS = ("double-vote", "no-persist", "stale-pick", "priority-zero", "one-vote-wins", "vote-while-up")
+BUGS = (
+    "double-vote",
+    "no-persist",
+    "stale-pick",
+    "priority-zero",
+    "one-vote-wins",
+    "vote-while-up",
+    "no-lease-wait",
+)
+FENCE_RESEND = 5.0
 
 
 @dataclass
@@ -68,6 +78,7 @@ class _Inst:
     querying: bool = False
     last_query: float = -1e9
     stray_since: float | None = None
+    fence_sent: float = -1e9
 
 
 @dataclass
@@ -91,6 +102,7 @@ class _Primary:
     last_attempt: float = -1e9
     primary_replid: str = ""
     leader: str = ""
+    fence_until: float = 0.0  # state "fence-wait": promote once the old primary's lease is out
 
 
 class ToyWatcher:
@@ -198,6 +210,14 @@ class ToyWatcher:
             if isinstance(event, InfoReply):
                 inst.info = event.info
                 inst.info_at = self.now
+                s = p.settings
+                if (
+                    s.fencing
+                    and not event.info.fence_configured
+                    and self.now - inst.fence_sent >= FENCE_RESEND
+                ):
+                    inst.fence_sent = self.now
+                    out.append(Fence(s.name, event.address, s.fence_min_replicas, s.fence_max_lag))
                 if event.address == self._addr(p) and event.info.role is Role.PRIMARY:
                     p.primary_replid = event.info.replid
                     for link in event.info.replicas:
@@ -245,6 +265,8 @@ class ToyWatcher:
             out.append(Publish("-failover-abort-not-elected", f"master {name} {primary.host} {primary.port}"))
         if p.state == "promoting" and self.now > p.deadline:
             p.state = "none"
+        if p.state == "fence-wait" and self.now >= p.fence_until:
+            self._select_and_promote(p, out)
         if p.state == "none" and sdown:
             fresh = [x for x in p.peers.values() if x.down and self.now - x.heard <= self.s.opinion_ttl]
             if (
@@ -338,6 +360,35 @@ class ToyWatcher:
         old = p.old or self._addr(p)
         out.append(Publish("+elected-leader", f"master {name} {old.host} {old.port}"))
         p.leader = self.s.name
+        wait = self._lease_left(p, old)
+        if wait > 0 and "no-lease-wait" not in self.bugs:
+            p.state = "fence-wait"
+            p.fence_until = self.now + wait
+            out.append(Publish("+fence-wait", f"master {name} {old.host} {old.port} {wait:.1f}s"))
+            return
+        self._select_and_promote(p, out)
+
+    def _lease_left(self, p: _Primary, old: Address) -> float:
+        """With fencing: how long the unreachable old primary may still take writes (the
+        latest contact with it that we or a replica we read can show, plus the lease)."""
+        s = p.settings
+        inst = self._inst(p, old)
+        if not s.fencing or inst.hard_since is not None:
+            return 0.0  # refused: nothing listens there
+        last = inst.last_ok
+        for addr, r in p.insts.items():
+            info = r.info
+            if addr == old or info is None or info.role is not Role.REPLICA or info.master != old:
+                continue
+            if info.link_up:
+                last = max(last, r.info_at - info.last_io_seconds)
+            elif info.link_down_seconds > 0:
+                last = max(last, r.info_at - info.link_down_seconds)
+        return max(0.0, last + s.fence_lease - self.now)
+
+    def _select_and_promote(self, p: _Primary, out: list[Action]) -> None:
+        name = p.settings.name
+        old = p.old or self._addr(p)
         cands = []
         for addr, inst in p.insts.items():
             info = inst.info
@@ -370,6 +421,9 @@ class ToyWatcher:
             return
         name = ev.primary
         old = p.old or self._addr(p)
+        if ev.epoch <= self._d(name).config_epoch:
+            p.state = "none"  # a newer failover was committed meanwhile (e.g. during a fence wait)
+            return
         self._set(name, out, config_epoch=ev.epoch, address=ev.address)
         p.state = "none"
         p.primary_replid = ""
@@ -393,6 +447,8 @@ class ToyWatcher:
                 self._set(pg.name, out, current_epoch=pg.current_epoch)
                 d = self._d(pg.name)
             if pg.config_epoch > d.config_epoch:
+                if p.state == "fence-wait":
+                    p.state = "none"  # someone else finished a failover while we waited
                 old = self._addr(p)
                 self._set(pg.name, out, config_epoch=pg.config_epoch, address=pg.address)
                 p.primary_replid = ""

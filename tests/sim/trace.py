@@ -14,6 +14,7 @@ from typing import Any
 
 from haredis.core.actions import (
     Action,
+    Fence,
     PersistState,
     Probe,
     Promote,
@@ -180,7 +181,11 @@ def _a_vote_reply(a: Any) -> Record:
 
 
 def _a_promote(a: Any) -> Record:
-    return ("PM", a.address.host, a.epoch, a.timeout)
+    return ("PM", a.address.host, a.epoch, a.timeout, _addr(a.fence_old), a.fence_pause)
+
+
+def _a_fence(a: Any) -> Record:
+    return ("FE", a.address.host, a.min_replicas, a.max_lag)
 
 
 def _a_replicaof(a: Any) -> Record:
@@ -219,6 +224,7 @@ ACTION_RENDER: dict[type, Callable[[Any], Record]] = {
     ReplicaOf: _a_replicaof,
     Publish: _a_publish,
     Switchover: _a_switchover,
+    Fence: _a_fence,
 }
 
 

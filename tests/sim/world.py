@@ -10,6 +10,7 @@ from typing import Any
 
 from haredis.core.actions import (
     Action,
+    Fence,
     PersistState,
     Probe,
     Promote,
@@ -39,6 +40,7 @@ from haredis.core.model import Address, Role
 from . import config as config_mod
 from .config import SimConfig
 from .faults import FaultInjector
+from .fencing import FencedPromote, Step, send_fence
 from .history import History
 from .invariants import Checker, Violation
 from .network import Network
@@ -130,6 +132,7 @@ class World:
             ReplicaOf: self._x_replicaof,
             Switchover: self._x_switchover,
             Publish: self._x_publish,
+            Fence: self._x_fence,
         }
 
     # -- running ----------------------------------------------------------------------------
@@ -182,6 +185,8 @@ class World:
         return best
 
     def on_role_change(self, node: FakeRedis) -> None:
+        if node.role is Role.REPLICA:
+            self.checker.write_fence.on_demoted(node)
         role = "master" if node.role is Role.PRIMARY else f"replica of {node.master}"
         self.note(node.name, f"role -> {role} (replid {node.replid[:4]}, offset {node.offset()})")
 
@@ -213,9 +218,23 @@ class World:
         node = self.node_at(action.address)
         offsets = {n.name: n.offset() for n in self.nodes}
         self.promotions.append((self.sched.now, host.name, action.epoch, node.name if node else "?", offsets))
-        self.note(host.name, f"PROMOTE {node.name if node else '?'} {action.address} epoch {action.epoch}")
+        old = self.node_at(action.fence_old)
+        fence = f" (fence old {old.name if old else '?'} {action.fence_pause:g}s)" if action.fence_old else ""
+        self.note(
+            host.name, f"PROMOTE {node.name if node else '?'} {action.address} epoch {action.epoch}{fence}"
+        )
         self.checker.on_promote(host, action)
-        self._redis(host, action, PROMOTE)
+        if action.fence_old is not None:
+            FencedPromote(self, host, action).start()
+        else:
+            self._redis(host, action, PROMOTE)
+
+    def _x_fence(self, host: WatcherHost, action: Any) -> None:
+        send_fence(self, host, action)
+
+    def send_step(self, host: WatcherHost, step: Step, kind: int, on_done: Any) -> None:
+        """One command of the executor's own (fencing), answered to `on_done(req, ok, payload)`."""
+        self._redis(host, step, kind, on_done)
 
     def _x_replicaof(self, host: WatcherHost, action: Any) -> None:
         node = self.node_at(action.address)
@@ -284,7 +303,7 @@ class World:
 
     # -- Redis requests ---------------------------------------------------------------------
 
-    def _redis(self, host: WatcherHost, action: Any, kind: int) -> None:
+    def _redis(self, host: WatcherHost, action: Any, kind: int, on_done: Any = None) -> None:
         """Send a command. A timeout is scheduled only when the reply cannot arrive before
         the deadline (lost, late, or the node is paused), which keeps the heap small."""
         self._rid += 1
@@ -292,6 +311,7 @@ class World:
         now = sched.now
         node = self.node_at(action.old if kind == SWITCHOVER else action.address)
         req = Request(self._rid, host, action, kind, node, now)
+        req.on_done = on_done
         if kind == SWITCHOVER:
             req.deadline += SWITCHOVER_GRACE
         if node is None:
@@ -343,6 +363,9 @@ class World:
         req.done = True
         host = req.host
         if host.incarnation != req.incarnation or not host.alive:
+            return
+        if req.on_done is not None:
+            req.on_done(req, ok, payload)
             return
         a = req.action
         kind = req.kind
