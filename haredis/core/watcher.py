@@ -146,6 +146,8 @@ class _Group:
         self.maintenance_seq = 0
         self.paused_until: float | None = None
         self.pause_reason = ""
+        self._replicas_key: tuple[int, Address] | None = None
+        self._replicas: list[_Instance] = []
         self.instance(self.address, now)
         for address in durable.known:
             self.instance(address, now)
@@ -165,8 +167,14 @@ class _Group:
         return inst
 
     def replicas(self) -> list[_Instance]:
-        primary = self.address
-        return [inst for addr, inst in sorted(self.instances.items()) if addr != primary]
+        """The instances other than the primary, by address. Read on every tick and snapshot,
+        so kept sorted: instances are only ever added, so their count and the primary's
+        address tell when to sort again. Callers must not modify the list."""
+        key = (len(self.instances), self.address)
+        if key != self._replicas_key:
+            self._replicas_key = key
+            self._replicas = [inst for addr, inst in sorted(self.instances.items()) if addr != key[1]]
+        return self._replicas
 
 
 class Watcher:
@@ -406,8 +414,13 @@ class Watcher:
         inst = group.instances[event.address]
         det = inst.detector
         if isinstance(event, ProbeReply):
+            restarted = det.hard_fail_count > 0  # it answers again after refusing: a restart
             det.replied(self._now, event.reply)
             inst.refused = False
+            if restarted and inst.info_asked_at is None:
+                # Read it now, not an INFO period later: a primary back without its data
+                # must be caught before its replicas resync from it (see _restarted_empty).
+                self._ask_info(group, inst)
         else:
             det.failed(self._now, event.kind, event.detail)
             inst.refused = event.kind is FailureKind.REFUSED
@@ -455,22 +468,26 @@ class Watcher:
         self._evaluate(group)
 
     def _restarted_empty(self, group: _Group, info: InstanceInfo) -> bool:
-        """The primary reports no keys and a history that neither continues ours nor descends
-        from it, while a replica we read recently still holds our history with data: it was
+        """The primary reports a history that neither continues ours nor descends from it, and
+        far fewer keys than a replica we read recently that still holds our history: it was
         restarted without persistence (or lost its files). Redis's own answer would be a full
         resync that empties every replica (the documented hazard of auto-restart without
         persistence), so this counts as the primary failing. A restart with its data keeps
         its replid (loaded from the RDB) or its keys, and is left alone."""
         known = group.durable.replid
-        if not known or info.keys != 0 or known in (info.replid, info.replid2):
+        if not known or info.keys < 0 or known in (info.replid, info.replid2):
             return False
         horizon = 3 * group.settings.info_period
+        # Clients may already be writing to it, so "no keys" is too strict: it holds less than
+        # half of what a replica of the old history holds. A restart that loaded its data
+        # (an AOF gets a new replid) holds about as much.
         return any(
             inst.info is not None
             and inst.info_at is not None
             and self._now - inst.info_at <= horizon
             and inst.info.replid == known
             and inst.info.offset > 0
+            and inst.info.keys > 2 * info.keys
             for inst in group.replicas()
         )
 

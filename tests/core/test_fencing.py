@@ -129,3 +129,24 @@ def test_a_primary_restarted_with_its_data_is_left_alone() -> None:
     world.run(5.0)
     assert world.promotions == []
     assert world.events("+reboot-empty") == []
+
+
+def test_an_empty_restart_already_taking_writes_is_still_caught() -> None:
+    world = make_world()
+    world.run(3.0)
+    world.kill(P)
+    world.restart(P, empty=True)
+    world.nodes[P].keys = 3  # clients found it and wrote a little before our INFO
+    world.run(5.0)
+    assert [a for _, _, a, _ in world.promotions] == [R1]
+
+
+def test_a_restart_from_an_append_only_file_is_left_alone() -> None:
+    # An AOF restart gets a new replication id, like an empty one, but has its keys.
+    world = make_world()
+    world.run(3.0)
+    world.kill(P)
+    world.restart(P, empty=True)
+    world.nodes[P].keys = 10
+    world.run(5.0)
+    assert world.promotions == []

@@ -257,7 +257,8 @@ class World:
         return InstanceInfo(role=Role.REPLICA, run_id=f"run{node.address.port}", replid=node.replid,
                             replid2=node.replid2, offset=node.offset, master=node.master,
                             link_up=link_up, link_down_seconds=link_down, last_io_seconds=last_io,
-                            priority=node.priority, fence_configured=node.fence is not None)
+                            priority=node.priority, fence_configured=node.fence is not None,
+                            keys=node.keys)
 
     # -- observations
     def events(self, channel: str) -> list[tuple[float, str, str, str]]:
