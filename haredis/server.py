@@ -37,6 +37,13 @@ Robustness:
 
 `Connection` records what Redis keeps per client: the protocol version, the authenticated
 flag, the name, the id and the subscriptions.
+
+Accounting for INFO (`census()`): the counters of `ServerStats` under Redis's meanings (bytes
+read and handed to the transport, read and write calls, error replies); Redis's
+``instantaneous_*`` rates, sampled every 100 ms and averaged over the last 16 samples by a
+background task; and the largest unparsed input and unsent output of any client over the last
+8 seconds (Redis's ``client_recent_max_*_buffer``, but in pending bytes: there are no
+preallocated buffers here).
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ import logging
 import socket
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from haredis.resp import (
@@ -79,6 +86,7 @@ __all__ = [
     "Dispatcher",
     "Handler",
     "RespServer",
+    "ServerCensus",
     "ServerStats",
     "glob_match",
 ]
@@ -118,6 +126,67 @@ class ServerStats:
     handler_errors: int = 0
     idle_closed: int = 0
     slow_clients_dropped: int = 0  # output backlog over a limit
+    net_input_bytes: int = 0  # bytes read from clients (after TLS)
+    net_output_bytes: int = 0  # bytes handed to client transports (replies and pub/sub)
+    reads_processed: int = 0  # socket reads, EOF included (Redis's total_reads_processed)
+    writes_processed: int = 0  # transport writes (Redis's total_writes_processed)
+    error_replies: int = 0  # error replies sent (Redis's total_error_replies)
+
+
+class _RateMeter:
+    """One of Redis's instantaneous metrics (server.c, trackInstantaneousMetric): each sample
+    stores the counter's rate since the previous sample in a ring; the metric is the mean of
+    the ring, so it covers the last `samples` sampling periods."""
+
+    def __init__(self, samples: int = 16) -> None:
+        self._rates = [0.0] * samples
+        self._next = 0
+        self._last: tuple[float, int] | None = None  # (time, counter) of the previous sample
+
+    def sample(self, counter: int, now: float) -> None:
+        if self._last is not None and now > self._last[0]:
+            self._rates[self._next] = (counter - self._last[1]) / (now - self._last[0])
+            self._next = (self._next + 1) % len(self._rates)
+        self._last = (now, counter)
+
+    @property
+    def rate(self) -> float:
+        return sum(self._rates) / len(self._rates)
+
+
+class _RecentPeak:
+    """The largest value recorded during the last `seconds` whole seconds: one slot per second,
+    as Redis keeps its clients' peak buffer sizes (CLIENTS_PEAK_MEM_USAGE_SLOTS)."""
+
+    def __init__(self, seconds: int = 8) -> None:
+        self._slots: list[tuple[int, int]] = [(-(2**62), 0)] * seconds  # (second, peak)
+
+    def record(self, value: int, now: float) -> None:
+        second = int(now)
+        index = second % len(self._slots)
+        stamp, peak = self._slots[index]
+        self._slots[index] = (second, max(peak, value) if stamp == second else value)
+
+    def peak(self, now: float) -> int:
+        second = int(now)
+        return max((p for s, p in self._slots if 0 <= second - s < len(self._slots)), default=0)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerCensus:
+    """What INFO's clients and stats sections say about the connections, at one instant."""
+
+    connected_clients: int
+    max_clients: int
+    pubsub_clients: int  # connections subscribed to at least one channel or pattern
+    pubsub_channels: int  # channels with at least one subscriber
+    pubsub_patterns: int  # distinct patterns with at least one subscriber
+    recent_max_input_buffer: int  # bytes, largest over the last 8 s
+    recent_max_output_buffer: int  # bytes, largest over the last 8 s
+    ops_per_sec: float
+    input_kbps: float
+    output_kbps: float
+    stats: ServerStats  # a copy
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,6 +351,9 @@ class Connection:
     def _write(self, data: bytes) -> None:
         if not self.closed:
             self._writer.write(data)
+            stats = self.server.stats
+            stats.writes_processed += 1
+            stats.net_output_bytes += len(data)
 
     def _info_line(self, now: float) -> str:
         flags = "P" if self.subscribed else "N"
@@ -580,6 +652,12 @@ class RespServer:
         self._channels: dict[bytes, set[Connection]] = {}
         self._patterns: dict[bytes, set[Connection]] = {}
         self._closing = False
+        self._ops = _RateMeter()
+        self._input_rate = _RateMeter()
+        self._output_rate = _RateMeter()
+        self._input_peak = _RecentPeak()
+        self._output_peak = _RecentPeak()
+        self._sampler: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -594,6 +672,7 @@ class RespServer:
             reuse_address=True,
             limit=64 * 1024,
         )
+        self._sampler = asyncio.get_running_loop().create_task(self._sample_rates(), name="resp-rates")
         log.info("resp server listening addresses=%s", ",".join(self.addresses))
 
     @property
@@ -624,6 +703,10 @@ class RespServer:
             return
         self._closing = True
         self._server.close()
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
         for conn in list(self._connections.values()):
             if not conn._busy:
                 conn._writer.close()  # the read in progress sees EOF; unsent output is flushed
@@ -652,6 +735,34 @@ class RespServer:
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
+
+    # -- accounting (INFO) ------------------------------------------------------------------
+
+    RATE_PERIOD: Final = 0.1  # seconds between samples of the instantaneous metrics, as Redis
+
+    async def _sample_rates(self) -> None:
+        while True:
+            now = self._now()
+            self._ops.sample(self.stats.commands_processed, now)
+            self._input_rate.sample(self.stats.net_input_bytes, now)
+            self._output_rate.sample(self.stats.net_output_bytes, now)
+            await asyncio.sleep(self.RATE_PERIOD)
+
+    def census(self) -> ServerCensus:
+        now = self._now()
+        return ServerCensus(
+            connected_clients=len(self._connections),
+            max_clients=self.max_clients,
+            pubsub_clients=sum(1 for conn in self._connections.values() if conn.subscribed),
+            pubsub_channels=len(self._channels),
+            pubsub_patterns=len(self._patterns),
+            recent_max_input_buffer=self._input_peak.peak(now),
+            recent_max_output_buffer=self._output_peak.peak(now),
+            ops_per_sec=self._ops.rate,
+            input_kbps=self._input_rate.rate / 1024,
+            output_kbps=self._output_rate.rate / 1024,
+            stats=replace(self.stats),
+        )
 
     # -- pub/sub --------------------------------------------------------------------------
 
@@ -686,6 +797,7 @@ class RespServer:
         conn._write(frame)
         backlog = conn.output_buffer_size
         now = self._now()
+        self._output_peak.record(backlog, now)
         if backlog > self.pubsub_hard_limit:
             self._drop_slow(conn, f"backlog {backlog} bytes over the hard limit")
             return 1
@@ -811,11 +923,14 @@ class RespServer:
                 log.debug("closing idle client id=%d addr=%s", conn.id, conn.peer)
                 self.stats.idle_closed += 1
                 return
+            self.stats.reads_processed += 1
             if not data:
                 return
+            self.stats.net_input_bytes += len(data)
             conn._busy = True
             conn.last_interaction = self._now()
             parser.feed(data)
+            self._input_peak.record(parser.buffered, conn.last_interaction)
             out: list[bytes] = []
             try:
                 while not conn._close_after_reply:
@@ -824,6 +939,7 @@ class RespServer:
                     except ProtocolError as exc:
                         self.stats.protocol_errors += 1
                         log.info("protocol error from client id=%d addr=%s: %s", conn.id, conn.peer, exc)
+                        self.stats.error_replies += 1
                         out.append(encode(Error(f"ERR {exc}"), conn.protocol))
                         conn.close_after_reply()
                         break
@@ -848,6 +964,7 @@ class RespServer:
             out.clear()
         if conn.closed:
             return
+        self._output_peak.record(conn.output_buffer_size, self._now())
         try:
             async with asyncio.timeout(self.drain_timeout):
                 await conn._writer.drain()
@@ -878,7 +995,6 @@ class RespServer:
         return entry if isinstance(entry, Command) else Command(entry)
 
     async def _execute(self, conn: Connection, args: list[bytes]) -> bytes:
-        self.stats.commands_processed += 1
         spec = self._resolve(conn, args)
         replies: list[Reply]
         if isinstance(spec, Error):
@@ -895,10 +1011,15 @@ class RespServer:
                 replies = [Error(_SUBSCRIBED_ONLY.format(fullname))]
             elif isinstance(spec, _Builtin):
                 replies = spec.run(self, conn, args)
+                self.stats.commands_processed += 1
             else:
                 replies = [await self._call_handler(conn, spec, args)]
+                # As Redis counts: commands that ran (not the rejected ones), once they ran.
+                self.stats.commands_processed += 1
         out = []
         for reply in replies:
+            if isinstance(reply, Error):
+                self.stats.error_replies += 1
             try:
                 out.append(encode(reply, conn.protocol))
             except Exception:
