@@ -19,8 +19,11 @@ import contextlib
 import fnmatch
 import logging
 import os
+import resource
+import selectors
 import signal
 import ssl
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,7 +51,15 @@ from haredis.peers import PeerMesh, PeerSigner, PeerVerifier, peer_command_handl
 from haredis.redis_link import RedisLink
 from haredis.resp import Bulk, Error, Reply
 from haredis.runtime import RedisPort, Runtime
-from haredis.sentinel_api import SentinelContext, info_text, role_reply, sentinel_command
+from haredis.sentinel_api import (
+    ProcessFacts,
+    SentinelContext,
+    config_update_from,
+    info_text,
+    role_reply,
+    sentinel_command,
+    sentinel_subject,
+)
 from haredis.server import Command, Connection, Handler, RespServer
 from haredis.state import StateError, load_state, save_state
 
@@ -113,6 +124,11 @@ class Daemon:
         self.metrics: Metrics | None = None
         self.http: HttpServer | None = None
         self._background: set[asyncio.Future[None]] = set()
+        self._started_at = time.monotonic()
+        # (peer, primary) pairs already announced with +sentinel, and the events the core
+        # publishes while a first gossip is being fed (held so +sentinel goes out first).
+        self._sentinels_announced: set[tuple[str, str]] = set()
+        self._held_events: list[tuple[str, str]] | None = None
 
     # ------------------------------------------------------------------ wiring
 
@@ -134,7 +150,15 @@ class Daemon:
     def _persist(self, state: DurableState) -> None:
         save_state(self.config.watcher.state_file, state)
 
+    def _peer_route(self, name: str) -> Address | None:
+        return self.mesh.routes.get(name) if self.mesh is not None else None
+
     def _publish(self, channel: str, message: str) -> None:
+        if self._held_events is not None:
+            self._held_events.append((channel, message))
+            return
+        if channel == "+config-update-from":
+            message = config_update_from(message, self._peer_route)
         level = (
             logging.WARNING if channel.startswith(("-failover-abort", "+odown", "+tilt")) else logging.INFO
         )
@@ -156,11 +180,73 @@ class Daemon:
             return
         now = runtime.now()
         if isinstance(message, Gossip):
-            runtime.feed(GossipReceived(now=now, gossip=message))
+            self._feed_gossip(runtime, GossipReceived(now=now, gossip=message))
         elif isinstance(message, VoteRequest):
             runtime.feed(VoteRequested(now=now, request=message))
         elif isinstance(message, VoteReply):
             runtime.feed(VoteReplied(now=now, reply=message))
+
+    def _feed_gossip(self, runtime: Runtime, event: GossipReceived) -> None:
+        """Feed a peer's gossip. The first one the core accepts about a primary announces the
+        peer with Sentinel's discovery event, ``+sentinel sentinel <runid> <ip> <port> @ <master>
+        <mip> <mport>`` (the address it advertises, the primary's before this gossip), published
+        before whatever the core publishes in reaction (+new-epoch, +config-update-from…), in
+        Sentinel's order. Until the peer's address is known (learned from its signed messages)
+        the announcement waits for a later gossip."""
+        sender = event.gossip.sender
+        address = self._peer_route(sender)
+        fresh = [v.name for v in event.gossip.primaries if (sender, v.name) not in self._sentinels_announced]
+        if address is None or not fresh:
+            runtime.feed(event)
+            return
+        before = runtime.watcher.snapshot()
+        held: list[tuple[str, str]] = []
+        self._held_events = held
+        try:
+            runtime.feed(event)
+        finally:
+            self._held_events = None
+        after = runtime.watcher.snapshot()
+        for name in fresh:
+            was, view = before.primary(name), after.primary(name)
+            if was is None or view is None or not any(p.name == sender for p in view.peers):
+                continue  # not a primary we watch, or the core refused the sender
+            self._sentinels_announced.add((sender, name))
+            self._publish("+sentinel", sentinel_subject(sender, address, name, was.address))
+        for channel, text in held:
+            self._publish(channel, text)
+
+    def _process_facts(self) -> ProcessFacts:
+        uname = os.uname()
+        clock = time.get_clock_info("monotonic").implementation
+        selector = selectors.DefaultSelector.__name__.removesuffix("Selector").lower()  # asyncio's
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        main_thread: tuple[float, float] | None = None
+        if hasattr(resource, "RUSAGE_THREAD"):  # INFO runs on the event loop's (main) thread
+            thread = resource.getrusage(resource.RUSAGE_THREAD)
+            main_thread = (thread.ru_stime, thread.ru_utime)
+        w = self.config.watcher
+        return ProcessFacts(
+            version=__version__,
+            os=f"{uname.sysname} {uname.release} {uname.machine}",
+            arch_bits=64 if sys.maxsize > 2**32 else 32,
+            monotonic_clock="POSIX clock_gettime" if clock.startswith("clock_gettime") else clock,
+            multiplexing_api=selector,
+            process_id=os.getpid(),
+            supervised="systemd" if os.environ.get("NOTIFY_SOCKET") else "no",
+            tcp_port=self.server.port if self.server is not None else w.port,
+            server_time_usec=time.time_ns() // 1000,
+            uptime_seconds=int(time.monotonic() - self._started_at),
+            hz=max(1, round(1000 / w.tick_interval_ms)),
+            executable=os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else sys.executable,
+            config_file=os.path.abspath(self.config_path),
+            cpu_sys=own.ru_stime,
+            cpu_user=own.ru_utime,
+            cpu_sys_children=children.ru_stime,
+            cpu_user_children=children.ru_utime,
+            cpu_main_thread=main_thread,
+        )
 
     async def _swap_hooks(self, old: Hooks, new: Hooks) -> None:
         await new.start()
@@ -191,9 +277,6 @@ class Daemon:
             assert self.runtime is not None
             return self.runtime.snapshot
 
-        def peer_address(name: str) -> Address | None:
-            return self.mesh.routes.get(name) if self.mesh is not None else None
-
         def usable(primary: str) -> int:
             if self.mesh is None:
                 return 0
@@ -212,7 +295,7 @@ class Daemon:
 
         return SentinelContext(
             snapshot=snapshot,
-            peer_address=peer_address,
+            peer_address=self._peer_route,
             request_failover=self._request_failover,
             usable_peers=usable,
             config_get=config_get,
@@ -220,15 +303,17 @@ class Daemon:
 
     def _dispatcher(self) -> dict[str, Handler | Command]:
         ctx = self._sentinel_context()
-        port = self.config.watcher.port
 
         def sentinel(conn: Connection, args: list[bytes]) -> Reply:
             return sentinel_command(ctx, args[1:])  # args[0] is the command name
 
         def info(conn: Connection, args: list[bytes]) -> Reply:
             assert self.runtime is not None
+            assert self.server is not None
             sections = [a.decode(errors="replace") for a in args[1:]]
-            return Bulk(info_text(self.runtime.snapshot, __version__, port, sections))
+            return Bulk(
+                info_text(self.runtime.snapshot, self._process_facts(), self.server.census(), sections)
+            )
 
         def role(conn: Connection, args: list[bytes]) -> Reply:
             assert self.runtime is not None

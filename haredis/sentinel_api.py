@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from haredis.core.model import Address, InstanceView, PeerView, PrimaryView, Role, Snapshot, run_id
 from haredis.resp import NULL_ARRAY, OK, Array, Bulk, Error, Integer, Map, Reply, SimpleString, bulk_array
+from haredis.server import ServerCensus
 
 
 def _ms(now: float, then: float | None) -> str:
@@ -337,39 +338,251 @@ _SUBCOMMANDS: dict[str, tuple[int, _Handler]] = {
 }
 
 
-def info_text(snapshot: Snapshot, version: str, port: int, sections: Sequence[str] = ()) -> str:
-    """INFO in Sentinel mode: server, clients, stats and the sentinel section."""
-    wanted = {s.lower() for s in sections} or {"server", "sentinel"}
-    everything = bool(wanted & {"all", "everything", "default"})
-    lines: list[str] = []
-    if everything or "server" in wanted:
-        lines += [
-            "# Server",
-            f"redis_version:{version}",
-            "redis_mode:sentinel",
-            "haredis:1",
-            f"run_id:{run_id(snapshot.watcher)}",
-            f"tcp_port:{port}",
-            "",
+# ---------------------------------------------------------------------------------------------
+# Events that name another watcher (Sentinel's `%@` form for a Sentinel instance)
+
+
+def sentinel_subject(peer: str, address: Address | None, primary: str, primary_address: Address) -> str:
+    """``sentinel <runid> <ip> <port> @ <master> <mip> <mport>``: how Sentinel's events name
+    another Sentinel (sentinel.c, sentinelEvent with ``%@``; a Sentinel's name is its run id).
+    An address not learned yet is shown as ``? 0``, as SENTINEL SENTINELS shows it."""
+    host, port = (address.host, address.port) if address is not None else ("?", 0)
+    return f"sentinel {run_id(peer)} {host} {port} @ {primary} {primary_address.host} {primary_address.port}"
+
+
+def config_update_from(message: str, peer_address: Callable[[str], Address | None]) -> str:
+    """Sentinel's ``+config-update-from`` payload from the core's.
+
+    The core does not know where its peers listen, so it names the watcher whose topology it
+    adopts: ``sentinel <peer> @ <master> <mip> <mport>`` (the primary's address before the
+    switch, as Sentinel publishes it just before ``+switch-master``). Sentinel's form replaces
+    the name by ``<runid> <ip> <port>``. A message of another shape is returned unchanged.
+    """
+    words = message.split(" ")
+    if len(words) != 6 or words[0] != "sentinel" or words[2] != "@" or not words[5].isdigit():
+        return message
+    primary_address = Address(words[4], int(words[5]))
+    return sentinel_subject(words[1], peer_address(words[1]), words[3], primary_address)
+
+
+# ---------------------------------------------------------------------------------------------
+# INFO
+#
+# Sentinel's INFO has the sections server, clients, stats, cpu and sentinel, always in this
+# order whatever the order asked (sentinel.c, sentinelInfoCommand): no argument, ``default``,
+# ``all`` and ``everything`` give all five; named sections are matched without regard to case;
+# unknown ones are skipped (an empty reply if nothing is left). Each field has Redis's name and
+# place. Fields left out, because haredis has nothing they could describe:
+#
+#   server: redis_git_sha1, redis_git_dirty, redis_build_id (haredis is not built from Redis's
+#           tree; redis_version carries haredis's own version), atomicvar_api, gcc_version (C
+#           build facts), lru_clock (no keyspace, no LRU);
+#   stats:  reply_buffer_shrinks, reply_buffer_expands (no preallocated reply buffers).
+#
+# Fields whose mechanism haredis does not have (keyspace, expiry, eviction, replication
+# syncs, persistence forks, defragmentation, client tracking, I/O threads) are 0, the value a
+# real Sentinel shows for the same reason. Added: ``pubsub_clients`` in clients (where Redis
+# 7.2+ puts it) and ``haredis:1`` at the end of server.
+
+INFO_SECTIONS: tuple[str, ...] = ("server", "clients", "stats", "cpu", "sentinel")
+
+
+def info_sections(args: Sequence[str]) -> tuple[str, ...]:
+    """The sections INFO `args` selects, in Sentinel's order."""
+    if not args:
+        return INFO_SECTIONS
+    wanted: set[str] = set()
+    for arg in args:
+        word = arg.lower()
+        wanted |= set(INFO_SECTIONS) if word in ("default", "all", "everything") else {word}
+    return tuple(section for section in INFO_SECTIONS if section in wanted)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessFacts:
+    """The process-level values of INFO server and cpu, gathered by the daemon."""
+
+    version: str
+    os: str  # "<sysname> <release> <machine>", as Redis prints uname
+    arch_bits: int
+    monotonic_clock: str
+    multiplexing_api: str
+    process_id: int
+    supervised: str  # "systemd" or "no"
+    tcp_port: int
+    server_time_usec: int
+    uptime_seconds: int
+    hz: int  # decision cycles per second
+    executable: str
+    config_file: str
+    cpu_sys: float
+    cpu_user: float
+    cpu_sys_children: float
+    cpu_user_children: float
+    cpu_main_thread: tuple[float, float] | None  # (sys, user) of the event loop's thread
+
+
+# Stats that describe mechanisms haredis does not have, in Redis 7.0's order, grouped by
+# where they sit in the section (see _stats_section).
+_NO_REPLICATION = ("total_net_repl_input_bytes", "total_net_repl_output_bytes")
+_NO_REPLICATION_RATES = ("instantaneous_input_repl_kbps", "instantaneous_output_repl_kbps")
+_NO_KEYSPACE = (
+    "sync_full",
+    "sync_partial_ok",
+    "sync_partial_err",
+    "expired_keys",
+    "expired_stale_perc",
+    "expired_time_cap_reached_count",
+    "expire_cycle_cpu_milliseconds",
+    "evicted_keys",
+    "evicted_clients",
+    "total_eviction_exceeded_time",
+    "current_eviction_exceeded_time",
+    "keyspace_hits",
+    "keyspace_misses",
+)
+_NO_FORK_DEFRAG_TRACKING = (
+    "pubsubshard_channels",
+    "latest_fork_usec",
+    "total_forks",
+    "migrate_cached_sockets",
+    "slave_expires_tracked_keys",
+    "active_defrag_hits",
+    "active_defrag_misses",
+    "active_defrag_key_hits",
+    "active_defrag_key_misses",
+    "total_active_defrag_time",
+    "current_active_defrag_time",
+    "tracking_total_keys",
+    "tracking_total_items",
+    "tracking_total_prefixes",
+    "unexpected_error_replies",
+)
+_PERCENT_FIELDS = frozenset({"expired_stale_perc"})
+
+
+def _zeros(names: Sequence[str]) -> list[tuple[str, str]]:
+    return [(name, "0.00" if name in _PERCENT_FIELDS or name.endswith("_kbps") else "0") for name in names]
+
+
+def _server_section(snapshot: Snapshot, facts: ProcessFacts) -> list[tuple[str, str]]:
+    return [
+        ("redis_version", facts.version),
+        ("redis_mode", "sentinel"),
+        ("os", facts.os),
+        ("arch_bits", str(facts.arch_bits)),
+        ("monotonic_clock", facts.monotonic_clock),
+        ("multiplexing_api", facts.multiplexing_api),
+        ("process_id", str(facts.process_id)),
+        ("process_supervised", facts.supervised),
+        ("run_id", run_id(snapshot.watcher)),
+        ("tcp_port", str(facts.tcp_port)),
+        ("server_time_usec", str(facts.server_time_usec)),
+        ("uptime_in_seconds", str(facts.uptime_seconds)),
+        ("uptime_in_days", str(facts.uptime_seconds // 86400)),
+        ("hz", str(facts.hz)),
+        ("configured_hz", str(facts.hz)),
+        ("executable", facts.executable),
+        ("config_file", facts.config_file),
+        ("io_threads_active", "0"),
+        ("haredis", "1"),
+    ]
+
+
+def _clients_section(census: ServerCensus) -> list[tuple[str, str]]:
+    return [
+        ("connected_clients", str(census.connected_clients)),
+        ("cluster_connections", "0"),
+        ("maxclients", str(census.max_clients)),
+        ("client_recent_max_input_buffer", str(census.recent_max_input_buffer)),
+        ("client_recent_max_output_buffer", str(census.recent_max_output_buffer)),
+        ("blocked_clients", "0"),  # no blocking commands
+        ("tracking_clients", "0"),  # no CLIENT TRACKING
+        ("pubsub_clients", str(census.pubsub_clients)),
+        ("clients_in_timeout_table", "0"),  # nobody blocked, so no timeouts pending
+    ]
+
+
+def _stats_section(census: ServerCensus) -> list[tuple[str, str]]:
+    st = census.stats
+    return [
+        ("total_connections_received", str(st.connections_received)),
+        ("total_commands_processed", str(st.commands_processed)),
+        ("instantaneous_ops_per_sec", str(round(census.ops_per_sec))),
+        ("total_net_input_bytes", str(st.net_input_bytes)),
+        ("total_net_output_bytes", str(st.net_output_bytes)),
+        *_zeros(_NO_REPLICATION),
+        ("instantaneous_input_kbps", f"{census.input_kbps:.2f}"),
+        ("instantaneous_output_kbps", f"{census.output_kbps:.2f}"),
+        *_zeros(_NO_REPLICATION_RATES),
+        ("rejected_connections", str(st.rejected_connections)),
+        *_zeros(_NO_KEYSPACE),
+        ("pubsub_channels", str(census.pubsub_channels)),
+        ("pubsub_patterns", str(census.pubsub_patterns)),
+        *_zeros(_NO_FORK_DEFRAG_TRACKING),
+        ("total_error_replies", str(st.error_replies)),
+        ("dump_payload_sanitizations", "0"),
+        ("total_reads_processed", str(st.reads_processed)),
+        ("total_writes_processed", str(st.writes_processed)),
+        ("io_threaded_reads_processed", "0"),
+        ("io_threaded_writes_processed", "0"),
+    ]
+
+
+def _cpu_section(facts: ProcessFacts) -> list[tuple[str, str]]:
+    pairs = [
+        ("used_cpu_sys", f"{facts.cpu_sys:.6f}"),
+        ("used_cpu_user", f"{facts.cpu_user:.6f}"),
+        ("used_cpu_sys_children", f"{facts.cpu_sys_children:.6f}"),
+        ("used_cpu_user_children", f"{facts.cpu_user_children:.6f}"),
+    ]
+    if facts.cpu_main_thread is not None:  # Redis prints these only where RUSAGE_THREAD exists
+        sys_time, user_time = facts.cpu_main_thread
+        pairs += [
+            ("used_cpu_sys_main_thread", f"{sys_time:.6f}"),
+            ("used_cpu_user_main_thread", f"{user_time:.6f}"),
         ]
-    if everything or "sentinel" in wanted:
-        lines += [
-            "# Sentinel",
-            f"sentinel_masters:{len(snapshot.primaries)}",
-            f"sentinel_tilt:{1 if snapshot.in_hold else 0}",
-            f"sentinel_tilt_since_seconds:{-1 if not snapshot.in_hold else 0}",
-            "sentinel_running_scripts:0",
-            "sentinel_scripts_queue_length:0",
-            "sentinel_simulate_failure_flags:0",
-        ]
-        for i, view in enumerate(snapshot.primaries):
-            status = "odown" if view.odown else "sdown" if view.sdown else "ok"
-            lines.append(
-                f"master{i}:name={view.name},status={status},address={view.address},"
-                f"slaves={len(view.replicas)},sentinels={len(view.peers) + 1}"
+    return pairs
+
+
+def _sentinel_section(snapshot: Snapshot) -> list[tuple[str, str]]:
+    pairs = [
+        ("sentinel_masters", str(len(snapshot.primaries))),
+        ("sentinel_tilt", "1" if snapshot.in_hold else "0"),
+        ("sentinel_tilt_since_seconds", "0" if snapshot.in_hold else "-1"),
+        ("sentinel_running_scripts", "0"),
+        ("sentinel_scripts_queue_length", "0"),
+        ("sentinel_simulate_failure_flags", "0"),
+    ]
+    for i, view in enumerate(snapshot.primaries):
+        status = "odown" if view.odown else "sdown" if view.sdown else "ok"
+        pairs.append(
+            (
+                f"master{i}",
+                f"name={view.name},status={status},address={view.address},"
+                f"slaves={len(view.replicas)},sentinels={len(view.peers) + 1}",
             )
-        lines.append("")
-    return "\r\n".join(lines)
+        )
+    return pairs
+
+
+def info_text(snapshot: Snapshot, facts: ProcessFacts, census: ServerCensus, args: Sequence[str] = ()) -> str:
+    """INFO in Sentinel mode: ``# Section`` headers, ``field:value`` lines ending in CRLF, and
+    one empty line between sections, byte for byte as Redis lays it out."""
+    render: dict[str, Callable[[], list[tuple[str, str]]]] = {
+        "server": lambda: _server_section(snapshot, facts),
+        "clients": lambda: _clients_section(census),
+        "stats": lambda: _stats_section(census),
+        "cpu": lambda: _cpu_section(facts),
+        "sentinel": lambda: _sentinel_section(snapshot),
+    }
+    titles = {"cpu": "CPU"}
+    blocks = []
+    for section in info_sections(args):
+        title = titles.get(section, section.capitalize())
+        lines = [f"# {title}", *(f"{key}:{value}" for key, value in render[section]())]
+        blocks.append("".join(line + "\r\n" for line in lines))
+    return "\r\n".join(blocks)
 
 
 def role_reply(snapshot: Snapshot) -> Reply:

@@ -41,7 +41,7 @@ from haredis.resp import (
     encode_command,
 )
 
-from .haredis_procs import HaredisCluster, wait_until
+from .haredis_procs import HaredisCluster, HaredisProc, wait_until
 from .redis_procs import LOOPBACK, RedisBackend, RedisCluster, free_port
 
 pytestmark = pytest.mark.slow
@@ -81,9 +81,10 @@ EQUAL_SENTINEL += ("voted-leader", "voted-leader-epoch")
 
 
 class Sentinels:
-    """Real redis-sentinel processes monitoring `primary` as "mymaster" (quorum 2)."""
+    """Real redis-sentinel processes monitoring `primary` as "mymaster" (quorum 2), started
+    at once unless `start=False` (then `start_one(i)` starts them one by one)."""
 
-    def __init__(self, primary: Address, workdir: Path, count: int = 3) -> None:
+    def __init__(self, primary: Address, workdir: Path, count: int = 3, *, start: bool = True) -> None:
         assert SENTINEL_BIN is not None
         self.ports = [free_port() for _ in range(count)]
         self.popens: list[subprocess.Popen[bytes]] = []
@@ -91,23 +92,31 @@ class Sentinels:
         for port in self.ports:
             d = workdir / f"sentinel-{port}"
             d.mkdir()
-            conf = d / "sentinel.conf"
-            conf.write_text(
+            (d / "sentinel.conf").write_text(
                 f"port {port}\nbind {LOOPBACK}\ndir {d}\nlogfile {d / 'sentinel.log'}\n"
                 "sentinel resolve-hostnames no\n"
                 f"sentinel monitor mymaster {primary.host} {primary.port} 2\n"
                 "sentinel down-after-milliseconds mymaster 1000\n"
             )
             self.dirs.append(d)
-            self.popens.append(
-                subprocess.Popen(
-                    [SENTINEL_BIN, str(conf)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
+        if start:
+            for index in range(count):
+                self.start_one(index)
+
+    def start_one(self, index: int) -> None:
+        assert SENTINEL_BIN is not None
+        self.popens.append(
+            subprocess.Popen(
+                [SENTINEL_BIN, str(self.dirs[index] / "sentinel.conf")],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
             )
+        )
+        wait_until(
+            lambda: raw_call(self.ports[index], "PING") == SimpleString("PONG"), 10, "sentinel to start"
+        )
 
     def wait_ready(self, replicas: int, timeout: float = 20.0) -> None:
         for port in self.ports:
@@ -396,16 +405,184 @@ def test_wire_types_match_real_sentinel(oracle: Oracle, protocol: int) -> None:
         assert all(isinstance(v, Bulk) for v in kids)
 
 
-def test_info_sentinel_section_matches(oracle: Oracle) -> None:
-    def section(port: int) -> list[str]:
-        reply = raw_call(port, "INFO", "sentinel")
-        return [line for line in text(reply).split("\r\n") if line]
+# Real Sentinel INFO fields haredis leaves out, and the ones it adds (see sentinel_api.py).
+INFO_LEFT_OUT = frozenset(
+    {
+        "redis_git_sha1",
+        "redis_git_dirty",
+        "redis_build_id",
+        "atomicvar_api",
+        "gcc_version",
+        "lru_clock",
+        "reply_buffer_shrinks",
+        "reply_buffer_expands",
+    }
+)
+INFO_ADDED = frozenset({"pubsub_clients", "haredis"})
+# Equal on both: facts of the machine, and mechanisms neither has (keyspace, replication
+# syncs, forks, defragmentation, tracking, I/O threads: 0 on a real Sentinel too).
+INFO_EQUAL = frozenset(
+    {
+        "redis_mode",
+        "os",
+        "arch_bits",
+        "monotonic_clock",
+        "multiplexing_api",
+        "process_supervised",
+        "io_threads_active",
+        "cluster_connections",
+        "blocked_clients",
+        "tracking_clients",
+        "clients_in_timeout_table",
+        "total_net_repl_input_bytes",
+        "total_net_repl_output_bytes",
+        "instantaneous_input_repl_kbps",
+        "instantaneous_output_repl_kbps",
+        "rejected_connections",
+        "sync_full",
+        "sync_partial_ok",
+        "sync_partial_err",
+        "expired_keys",
+        "expired_stale_perc",
+        "expired_time_cap_reached_count",
+        "expire_cycle_cpu_milliseconds",
+        "evicted_keys",
+        "evicted_clients",
+        "total_eviction_exceeded_time",
+        "current_eviction_exceeded_time",
+        "keyspace_hits",
+        "keyspace_misses",
+        "pubsubshard_channels",
+        "latest_fork_usec",
+        "total_forks",
+        "migrate_cached_sockets",
+        "slave_expires_tracked_keys",
+        "active_defrag_hits",
+        "active_defrag_misses",
+        "active_defrag_key_hits",
+        "active_defrag_key_misses",
+        "total_active_defrag_time",
+        "current_active_defrag_time",
+        "tracking_total_keys",
+        "tracking_total_items",
+        "tracking_total_prefixes",
+        "unexpected_error_replies",
+        "dump_payload_sanitizations",
+        "io_threaded_reads_processed",
+        "io_threaded_writes_processed",
+        "sentinel_masters",
+        "sentinel_tilt",
+        "sentinel_tilt_since_seconds",
+        "sentinel_running_scripts",
+        "sentinel_scripts_queue_length",
+        "sentinel_simulate_failure_flags",
+    }
+)
 
-    mine, real = section(oracle.watcher_port), section(oracle.sentinel_port)
-    assert [line.split(":", 1)[0] for line in mine] == [line.split(":", 1)[0] for line in real]
-    expected = f"master0:name=mymaster,status=ok,address={oracle.redis.primary.address},slaves=1,sentinels=3"
-    assert mine[-1] == real[-1] == expected
-    assert mine == real  # no tilt, no scripts: every line is the same
+
+def info_sections(port: int, *args: str) -> list[tuple[str, list[tuple[str, str]]]]:
+    """INFO over the wire (a bulk string, checked) as [(header, [(field, value), …]), …]."""
+    reply = raw_call(port, "INFO", *args)
+    assert isinstance(reply, Bulk), reply
+    raw = text(reply)
+    assert raw == "" or (raw.endswith("\r\n") and not raw.endswith("\r\n\r\n")), repr(raw[-20:])
+    out: list[tuple[str, list[tuple[str, str]]]] = []
+    for block in raw.split("\r\n\r\n") if raw else []:
+        header, *lines = block.rstrip("\r\n").split("\r\n")
+        assert header.startswith("# "), block
+        out.append((header, [tuple(line.split(":", 1)) for line in lines]))  # type: ignore[misc]
+    return out
+
+
+def number_kind(value: str) -> str:
+    if re.fullmatch(r"-?\d+", value):
+        return "int"
+    if m := re.fullmatch(r"-?\d+\.(\d+)", value):
+        return f"float.{len(m.group(1))}"
+    return "text"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (),
+        ("default",),
+        ("all",),
+        ("everything",),
+        ("server",),
+        ("clients",),
+        ("stats",),
+        ("cpu",),
+        ("sentinel",),
+        ("SENTINEL", "Cpu"),
+        ("cpu", "server", "cpu"),
+        ("memory",),
+        ("bogus", "clients"),
+    ],
+)
+def test_info_matches_real_sentinel_section_by_section(oracle: Oracle, args: tuple[str, ...]) -> None:
+    mine, real = info_sections(oracle.watcher_port, *args), info_sections(oracle.sentinel_port, *args)
+    assert [h for h, _ in mine] == [h for h, _ in real], f"INFO {' '.join(args)}: sections differ"
+    for (header, ours), (_, theirs) in zip(mine, real, strict=True):
+        ours_d, theirs_d = dict(ours), dict(theirs)
+        assert [k for k, _ in ours if k not in INFO_ADDED] == [
+            k for k, _ in theirs if k not in INFO_LEFT_OUT
+        ], f"{header}: fields or their order differ"
+        for key, value in ours:
+            if key in INFO_ADDED:
+                continue
+            assert number_kind(value) == number_kind(theirs_d[key]), (header, key, value, theirs_d[key])
+            if key in INFO_EQUAL:
+                assert value == theirs_d[key], f"{header} {key}: {value!r}, Sentinel says {theirs_d[key]!r}"
+        if header == "# Sentinel":  # same nodes watched, no tilt, no scripts: every line equal
+            assert ours == theirs
+            master = f"name=mymaster,status=ok,address={oracle.redis.primary.address},slaves=1,sentinels=3"
+            assert ours_d["master0"] == master
+
+
+def test_info_values_are_live(oracle: Oracle) -> None:
+    """The same traffic moves the same counters by the same amounts on haredis and Sentinel,
+    and the server section describes the watcher process itself."""
+
+    def fields(port: int, *args: str) -> dict[str, str]:
+        return {k: v for _, pairs in info_sections(port, *args) for k, v in pairs}
+
+    def effect(port: int) -> dict[str, int]:
+        keys = ("connected_clients", "pubsub_channels", "pubsub_patterns", "total_connections_received")
+        before = fields(port)
+        with contextlib.ExitStack() as stack:
+            conns = [stack.enter_context(socket.create_connection((LOOPBACK, port), 3.0)) for _ in range(3)]
+            conns[0].sendall(encode_command("SUBSCRIBE", "compat-a", "compat-b"))
+            conns[1].sendall(encode_command("PSUBSCRIBE", "compat-*"))
+            conns[2].sendall(encode_command("NOSUCHCOMMAND"))
+            for conn in conns:
+                assert conn.recv(4096)  # each command was answered
+            during = fields(port)
+        delta = {k: int(during[k]) - int(before[k]) for k in keys}
+        delta["errors"] = int(during["total_error_replies"]) - int(before["total_error_replies"])
+        delta["commands"] = int(during["total_commands_processed"]) - int(before["total_commands_processed"])
+        return delta
+
+    mine, real = effect(oracle.watcher_port), effect(oracle.sentinel_port)
+    # 3 connections (4 received: each INFO comes on a fresh one), 2 channels, 1 pattern, 1
+    # error reply, and at least 3 commands processed: the first INFO, SUBSCRIBE and PSUBSCRIBE
+    # (an unknown command is not processed, an INFO counts once done; peer and Sentinel links
+    # send theirs meanwhile).
+    expected = {"connected_clients": 3, "pubsub_channels": 2, "pubsub_patterns": 1}
+    expected |= {"total_connections_received": 4, "errors": 1}
+    for delta in (mine, real):
+        assert {k: delta[k] for k in expected} == expected, delta
+        assert delta["commands"] >= 3
+
+    watcher = oracle.haredis.watchers[0]
+    ours = fields(watcher.port)
+    assert ours["run_id"] == text(raw_call(watcher.port, "SENTINEL", "MYID"))
+    assert ours["process_id"] == str(watcher.popen.pid if watcher.popen else -1)
+    assert ours["tcp_port"] == str(watcher.port)
+    assert ours["config_file"] == str(watcher.config_path.resolve())
+    assert ours["hz"] == ours["configured_hz"] == "10"  # tick_interval_ms = 100
+    assert float(ours["used_cpu_user"]) > 0 and int(ours["uptime_in_seconds"]) >= 0
+    assert ours["pubsub_clients"] == "0"
 
 
 # ---------------------------------------------------------------------------- 2. redis-cli
@@ -587,3 +764,232 @@ def test_pubsub_events_after_a_kill9_failover(
             sub.close()
         for c in clients:
             c.close()
+
+
+# ---------------------------------------------------------------------------- 5. events naming a watcher
+
+
+class EventStream:
+    """A ``PSUBSCRIBE *`` client on one watcher or Sentinel, collecting (channel, data)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.client = redis.Redis(LOOPBACK, port, socket_timeout=2.0, decode_responses=True)
+        self.pubsub = self.client.pubsub()
+        self.pubsub.psubscribe("*")
+        assert self.pubsub.get_message(timeout=2.0)["type"] == "psubscribe"  # type: ignore[index]
+        self.events: list[tuple[str, str]] = []
+
+    def drain(self) -> None:
+        for _ in range(1000):  # bounded: what has arrived by now
+            msg = self.pubsub.get_message(timeout=0.02)
+            if msg is None:
+                return
+            if msg["type"] == "pmessage" and msg["channel"] != "__sentinel__:hello":
+                self.events.append((msg["channel"], msg["data"]))
+
+    def of(self, channel: str) -> list[str]:
+        return [data for c, data in self.events if c == channel]
+
+    def close(self) -> None:
+        self.pubsub.close()
+        self.client.close()
+
+
+def collect(streams: list[EventStream], done: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {[s.events for s in streams]}"
+        for stream in streams:
+            stream.drain()
+
+
+def token_kinds(message: str) -> list[str]:
+    """Sentinel's `%@` form for a Sentinel, token by token: literal words, or the kind of value."""
+    kinds = []
+    for token in message.split(" "):
+        if token in ("sentinel", "@", "mymaster"):
+            kinds.append(token)
+        elif re.fullmatch(r"[0-9a-f]{40}", token):
+            kinds.append("runid")
+        elif re.fullmatch(r"\d+\.\d+\.\d+\.\d+", token):
+            kinds.append("ip")
+        elif re.fullmatch(r"\d+", token):
+            kinds.append("port")
+        else:
+            kinds.append(f"?{token}")
+    return kinds
+
+
+SENTINEL_SUBJECT = ["sentinel", "runid", "ip", "port", "@", "mymaster", "ip", "port"]
+
+
+def myid(port: int) -> str:
+    return text(raw_call(port, "SENTINEL", "MYID"))
+
+
+def check_sentinel_events(stream: EventStream, others: list[int], primary: Address, system: str) -> None:
+    """One +sentinel per other instance, naming it by its run id and address, with the master."""
+    messages = stream.of("+sentinel")
+    assert len(messages) == len(others), f"{system}: {messages}"
+    for message in messages:
+        assert token_kinds(message) == SENTINEL_SUBJECT, f"{system}: {message!r}"
+    expected = {
+        f"sentinel {myid(port)} {LOOPBACK} {port} @ mymaster {primary.host} {primary.port}" for port in others
+    }
+    assert set(messages) == expected, system
+
+
+def test_sentinel_event_announces_each_peer_like_sentinel(
+    redis_cluster: Callable[..., RedisCluster], tmp_path: Path
+) -> None:
+    """A client subscribed before the others start sees +sentinel once for each of them, in
+    Sentinel's exact form, from real Sentinels and from haredis watchers alike."""
+    if SENTINEL_BIN is None:
+        pytest.skip("redis-sentinel is not installed (apt-get install redis-sentinel)")
+    rc = redis_cluster(replicas=1)
+    primary = rc.primary.address
+    # Their own nodes: Sentinel and haredis watch the same primary (no failover here).
+    sentinels = Sentinels(primary, tmp_path, start=False)
+    cluster = HaredisCluster(primary)
+    streams: list[EventStream] = []
+    try:
+        sentinels.start_one(0)
+        real = EventStream(sentinels.ports[0])
+        streams.append(real)
+        sentinels.start_one(1)
+        sentinels.start_one(2)
+        cluster.start(only=[0])
+        ours = EventStream(cluster.watchers[0].port)
+        streams.append(ours)
+        cluster.start(only=[1, 2])
+        collect(streams, lambda: all(len(s.of("+sentinel")) >= 2 for s in streams), 30, "+sentinel")
+        time.sleep(2.5)  # Sentinel's hello period is 2 s: a duplicate would be here by now
+        for stream in streams:
+            stream.drain()
+        check_sentinel_events(real, sentinels.ports[1:], primary, "redis-sentinel")
+        check_sentinel_events(ours, [w.port for w in cluster.watchers[1:]], primary, "haredis")
+    finally:
+        for stream in streams:
+            stream.close()
+        cluster.close()
+        sentinels.close()
+
+
+def failover_streams(streams: list[EventStream], kill: Callable[[], None], system: str) -> None:
+    kill()
+    collect(streams, lambda: all(s.of("+switch-master") for s in streams), 40, f"{system} to fail over")
+    time.sleep(0.5)
+    for stream in streams:
+        stream.drain()
+
+
+def check_config_update_from(streams: list[EventStream], old: Address, system: str) -> list[str]:
+    """Every instance but the leader adopts the new topology from another one (the leader, or
+    an instance that already adopted it) and says so, naming that instance and the old
+    primary, before its +switch-master. Returns the messages."""
+    leaders = [s for s in streams if s.of("+elected-leader")]
+    assert len(leaders) == 1, f"{system}: {[s.events for s in streams]}"
+    assert leaders[0].of("+config-update-from") == [], system
+    messages = []
+    for stream in streams:
+        if stream is leaders[0]:
+            continue
+        sources = {
+            f"sentinel {myid(other.port)} {LOOPBACK} {other.port} @ mymaster {old.host} {old.port}"
+            for other in streams
+            if other is not stream
+        }
+        got = stream.of("+config-update-from")
+        assert len(got) == 1 and got[0] in sources, f"{system} :{stream.port}: {stream.events}"
+        channels = [c for c, _ in stream.events]
+        assert channels.index("+config-update-from") < channels.index("+switch-master"), system
+        messages += got
+    return messages
+
+
+def test_config_update_from_matches_sentinel(
+    redis_cluster: Callable[..., RedisCluster], watchers: Callable[..., HaredisCluster], tmp_path: Path
+) -> None:
+    """A kill -9 failover under real Sentinels and under haredis watchers (each on its own
+    nodes): the observers' +config-update-from has the same tokens, of the same kinds."""
+    if SENTINEL_BIN is None:
+        pytest.skip("redis-sentinel is not installed (apt-get install redis-sentinel)")
+    theirs_rc, ours_rc = redis_cluster(replicas=1), redis_cluster(replicas=1)
+    sentinels = Sentinels(theirs_rc.primary.address, tmp_path)
+    streams: list[EventStream] = []
+    try:
+        sentinels.wait_ready(replicas=1)
+        cluster = watchers(ours_rc.primary.address)
+        for w in cluster.watchers:
+            wait_until(lambda w=w: knows(w.port, 1, 2), 15, f"watcher {w.name} to see its peers")
+
+        real = [EventStream(port) for port in sentinels.ports]
+        streams += real
+        failover_streams(real, theirs_rc.primary.kill, "redis-sentinel")
+        real_messages = check_config_update_from(real, theirs_rc.primary.address, "redis-sentinel")
+
+        ours = [EventStream(w.port) for w in cluster.watchers]
+        streams += ours
+        failover_streams(ours, ours_rc.primary.kill, "haredis")
+        our_messages = check_config_update_from(ours, ours_rc.primary.address, "haredis")
+
+        assert len(our_messages) == len(real_messages) == 2
+        assert {tuple(token_kinds(m)) for m in our_messages + real_messages} == {tuple(SENTINEL_SUBJECT)}
+    finally:
+        for stream in streams:
+            stream.close()
+        sentinels.close()
+
+
+def published(proc: HaredisProc) -> list[tuple[str, str]]:
+    """The events a watcher published, in order, from its log (one line each, from the start
+    of the process, so no subscriber can miss the first ones)."""
+    out = []
+    for line in proc.log_text().splitlines():
+        event = re.search(r" event=(\S+)", line)
+        msg = re.search(r' msg="([^"]*)"', line)
+        if event and msg and event.group(1)[:1] in "+-" and msg.group(1).startswith(event.group(1) + " "):
+            out.append((event.group(1), msg.group(1)[len(event.group(1)) + 1 :]))
+    return out
+
+
+def test_a_late_watcher_announces_its_peers_before_adopting_their_topology(
+    redis_cluster: Callable[..., RedisCluster], watchers: Callable[..., HaredisCluster]
+) -> None:
+    """w1 and w2 fail over without w3; when w3 starts, the first gossip it hears both
+    introduces a peer and carries the newer topology. As in Sentinel's hello processing,
+    +sentinel comes first, then +config-update-from and +switch-master."""
+    rc = redis_cluster(replicas=1)
+    old, new = rc.primary.address, rc.replicas[0].address
+    cluster = HaredisCluster(rc.primary.address)
+    try:
+        w1, w2, w3 = cluster.watchers
+        cluster.start(only=[0, 1])
+        for w in (w1, w2):
+            wait_until(lambda w=w: knows(w.port, 1, 1), 15, f"watcher {w.name} to see its replica and peer")
+        rc.primary.kill()
+        cluster.wait_agree(new, FAILOVER_DEADLINE, among=[w1, w2])
+        cluster.start(only=[2])
+        wait_until(lambda: w3.master_addr() == new, FAILOVER_DEADLINE, "w3 to adopt the new topology")
+        ids = {myid(w.port): w.port for w in (w1, w2)}
+        wait_until(
+            lambda: sorted(d.split()[1] for c, d in published(w3) if c == "+sentinel") == sorted(ids),
+            10,
+            "w3 to introduce both peers",
+        )
+        events = published(w3)
+        channels = [c for c, _ in events]
+        update = channels.index("+config-update-from")
+        source = events[update][1].split()[1]  # the run id of the peer whose gossip it was
+        intro = [i for i, (c, d) in enumerate(events) if c == "+sentinel" and d.split()[1] == source]
+        assert len(intro) == 1 and intro[0] < update < channels.index("+switch-master"), events
+        assert events[intro[0]][1] == (
+            f"sentinel {source} {LOOPBACK} {ids[source]} @ mymaster {old.host} {old.port}"
+        )
+        assert events[update][1] == events[intro[0]][1]  # named the same way, Sentinel's %@ form
+        assert [d for c, d in events if c == "+switch-master"] == [
+            f"mymaster {old.host} {old.port} {new.host} {new.port}"
+        ]
+    finally:
+        cluster.close()
