@@ -218,7 +218,9 @@ def run_chunk(start: int, seeds: int, jobs: int, timeout: float) -> Chunk:
             timer.cancel()
     wall = time.monotonic() - started
     cpu = children_cpu_s() - cpu_before
-    match = SIM_LAST_LINE.fullmatch(lines[-1]) if lines else None
+    # The summary is the simulator's last line today; search from the end so that a report
+    # line added after it (e.g. a per-feature tally) does not hide it.
+    match = next((m for line in reversed(lines) if (m := SIM_LAST_LINE.fullmatch(line))), None)
     if match is None:
         raise BenchError(f"the simulator exited with {code} without its summary line; its stderr is above")
     return Chunk(
