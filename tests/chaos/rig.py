@@ -375,9 +375,10 @@ class Rig:
             "--protected-mode", "no",
             "--dir", str(host.workdir),
             "--logfile", str(host.workdir / "redis.log"),
-            "--repl-diskless-sync", "yes",
-            "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
+        # Replication settings stay Redis's defaults on purpose: a full sync waits
+        # repl-diskless-sync-delay (5 s), the window that lets haredis save the replicas from
+        # a primary that restarted empty. Lowering it would test a weaker deployment.
         if replicaof is not None:
             argv += ["--replicaof", replicaof, str(REDIS_PORT)]
         return argv

@@ -148,8 +148,24 @@ def repeated_failovers(s: Session) -> None:
         new = _wait_for_new_primary(s, old, timeout=10.0)
         s.expect(new is not None, f"round {round_no + 1}: no new primary within 10 s of killing {old}")
         s.restart_redis(old)
-        s.sleep(3.0)  # > min_failover_interval_ms, and time to sync
+        # It must hold the data again before the next round (a full sync waits Redis's
+        # repl-diskless-sync-delay, 5 s), and min_failover_interval_ms must have passed.
+        s.expect(_wait_in_sync(s, old, timeout=20.0), f"round {round_no + 1}: {old} did not sync again")
+        s.sleep(1.0)
     s.expect(len({c.epoch for c in leader_claims(s.rig)}) >= 3, "fewer than 3 failovers in 3 rounds")
+
+
+def _wait_in_sync(s: Session, node: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        primary = s.rig.current_primary_guess()
+        try:
+            if primary is not None and s.rig.role(node) == ("slave", s.rig.hosts[primary].ip):
+                return True
+        except Exception:
+            pass  # not answering yet
+        time.sleep(0.2)
+    return False
 
 
 def _wait_for_new_primary(s: Session, old: str, timeout: float) -> str | None:
