@@ -21,7 +21,9 @@ The model, close to Redis 7:
   wall clock (server.unixtime - repl_ack_time), is <= M. That cached count decides whether
   writes are accepted until the next cron, as in Redis. A replica that attaches (PSYNC)
   counts as acked at once (putSlaveOnline), and CONFIG SET recounts at once. Acks sent to
-  a SIGSTOPped master are read when it resumes, with the resume time as their time.
+  a SIGSTOPped master are read when it resumes, with the resume time as their time (a
+  buffered ack looks fresh), and until its next cron it acts on the count it had when it
+  stopped (unless a replica's close, read at resume, makes it recount).
 - A node accepts writes iff it is alive, not paused, a master, not LOADING, not under
   FAILOVER's or CLIENT PAUSE WRITE's write pause, and (no fence, or enough good replicas).
 - Kill: connections are refused. Pause: requests queue and are answered on resume (so the
@@ -142,6 +144,7 @@ class FakeRedis:
         "client_pause_until",
         "failover_req",
         "fence",
+        "freed_while_paused",
         "good_replicas",
         "last_change",
         "last_io",
@@ -208,6 +211,7 @@ class FakeRedis:
         self.acks: dict[str, float] = {}  # replica name -> when its last ack was read (repl_ack_time)
         self.pending_acks: set[str] = set()  # acks sent to this node while it was SIGSTOPped
         self.good_replicas = 0  # repl_good_slaves_count, refreshed by the cron
+        self.freed_while_paused = False  # a replica closed its link during a SIGSTOP
         # The data this node held before each EMPTY restart since it last took a full copy
         # from someone else: what a watcher may still rightly consider its history.
         self.past_histories: list[tuple[str, int]] = []
@@ -261,8 +265,8 @@ class FakeRedis:
 
     def _refresh_good_replicas(self) -> None:
         """refreshGoodSlavesCount: replicas online whose whole-second lag is <= max-lag."""
-        if self.fence is None:
-            return
+        if self.fence is None or self.paused:
+            return  # a SIGSTOPped process runs no code: it recounts when it runs again
         now_s = self.unixtime(self.world.sched.now)
         max_lag = self.fence[1]
         self.good_replicas = sum(1 for t in self.acks.values() if now_s - self.unixtime(t) <= max_lag)
@@ -283,7 +287,10 @@ class FakeRedis:
         if replica.name in self.acks and self.world.network.can(replica.name, self.name):
             del self.acks[replica.name]
             self.pending_acks.discard(replica.name)
-            self._refresh_good_replicas()
+            if self.paused:
+                self.freed_while_paused = True  # it reads the close when it resumes
+            else:
+                self._refresh_good_replicas()
 
     def _cron(self) -> None:
         """replicationCron, once a second: a replica acks its master; a master recounts."""
@@ -368,6 +375,7 @@ class FakeRedis:
         self.fence = None
         self.acks = {}
         self.pending_acks = set()
+        self.freed_while_paused = False
         self.good_replicas = 0
         self.client_pause_until = 0.0
         self._update_writing()
@@ -399,6 +407,9 @@ class FakeRedis:
         for name in sorted(self.pending_acks):
             self.acks[name] = now
         self.pending_acks = set()
+        if self.freed_while_paused:  # freeClient recounts
+            self.freed_while_paused = False
+            self._refresh_good_replicas()
         self._update_writing()
         queued, self.queue = self.queue, []
         for req in queued:

@@ -363,3 +363,23 @@ def test_checker_catches_promotion_without_lease_wait() -> None:
     assert clean.promotions
     buggy = run(cfg, toy_factory(frozenset({"no-lease-wait"})))
     assert "13-write-fence" in invariants_hit(buggy), violations(buggy)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "core finding (seed 700006): the old primary r0 was killed, so the leader promoted r1 "
+        "without a lease wait (a refused port takes no writes); r0 restarted 4.5 s later as a "
+        "master, was re-fenced by Fence, and its replica r2 (restarted, still following r0) "
+        "acked it, so r0 took writes from 53.60; r1 took its first write at 54.17 and r0 was "
+        "only demoted by convert-to-slave (convert_after) at 55.48: 1.31 s of two writable "
+        "primaries, over the 1 s bound. Fix in the core: with fencing on, pause a returning "
+        "stray master's writes (CLIENT PAUSE WRITE) as soon as it answers, before the "
+        "convert_after REPLICAOF"
+    ),
+)
+def test_restarted_old_primary_with_a_following_replica_is_fenced_seed_700006() -> None:
+    world = World(700006)
+    world.run()
+    assert world.promotions
+    assert "13-write-fence" not in invariants_hit(world), violations(world)
