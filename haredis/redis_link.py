@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import re
 import ssl as ssl_module
 from collections.abc import Mapping, Sequence
@@ -229,6 +230,27 @@ def parse_role(reply: object) -> RoleReply:
 _Command = tuple[str | int, ...]
 
 
+@functools.lru_cache(maxsize=4096)
+def _pack_one(command: tuple[str | int, ...]) -> bytes:
+    """One command as a RESP array of bulk strings. Cached: a watcher sends the same few
+    commands (PING, INFO …) to every instance over and over, and redis-py's general packer
+    cost more than the rest of a probe."""
+    parts = [b"*%d\r\n" % len(command)]
+    for arg in command:
+        data = str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def _pack(commands: Sequence[list[str | int]]) -> bytes:
+    # Only short commands are cached (PING, INFO <sections>, ROLE, CLIENT SETNAME …): the
+    # cache never holds a CONFIG SET value or a REPLICAOF target.
+    return b"".join(
+        _pack_one(tuple(command)) if len(command) <= 3 else _pack_one.__wrapped__(tuple(command))
+        for command in commands
+    )
+
+
 class RedisLink:
     """A typed, deadline-bound connection to one Redis instance.
 
@@ -266,6 +288,7 @@ class RedisLink:
         self._client_name = client_name
         self._renamed = {name.upper(): new for name, new in (renamed or {}).items()}
         self._conn: Any = None  # redis.asyncio.connection.Connection, see the module docstring
+        self._connecting: asyncio.Future[Any] | None = None  # see _connection
         self._lock = asyncio.Lock()
 
     @property
@@ -323,7 +346,7 @@ class RedisLink:
     @staticmethod
     async def _exchange(conn: Any, commands: Sequence[list[str | int]]) -> list[object]:
         """Send the commands in one write, read one reply each; error replies become values."""
-        await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        await conn.send_packed_command(_pack(commands), check_health=False)
         replies: list[object] = []
         for _ in commands:
             try:
@@ -335,11 +358,40 @@ class RedisLink:
     async def _open(self) -> Any:
         conn = self._new_connection()
         self._conn = conn
-        await conn.connect()
-        if self._client_name:
-            with contextlib.suppress(LinkError):  # CLIENT disabled by rename-command
-                await self._exchange(conn, [self._command(("CLIENT", "SETNAME", self._client_name))])
+        try:
+            # Bounded on its own: it runs in the background of the calls that wait for it.
+            async with asyncio.timeout(2 * self._connect_timeout):
+                await conn.connect()
+                if self._client_name:
+                    with contextlib.suppress(LinkError):  # CLIENT disabled by rename-command
+                        await self._exchange(conn, [self._command(("CLIENT", "SETNAME", self._client_name))])
+        except BaseException:
+            await self._forget(conn)
+            raise
         return conn
+
+    async def _connection(self) -> Any:
+        """The open connection, or the one being opened. The opening runs as its own task, so
+        a call that times out while waiting for it does not abort it: the next call finds the
+        connection ready. (Aborting it meant that when many links connect at once, e.g. at
+        start-up, each attempt was torn down at its caller's deadline and the next period
+        started the same storm again.) A connect that fails is reported to the waiting calls
+        and the next call starts a new one."""
+        conn = self._conn
+        if conn is not None and conn.is_connected and self._connecting is None:
+            return conn
+        task = self._connecting
+        if task is None:
+            await self._forget(conn)
+            task = self._connecting = asyncio.ensure_future(self._open())
+            task.add_done_callback(self._connect_done)
+        return await asyncio.shield(task)
+
+    def _connect_done(self, task: asyncio.Future[Any]) -> None:
+        if self._connecting is task:
+            self._connecting = None
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller that gave up already must not log it
 
     async def _forget(self, conn: Any) -> None:
         if self._conn is conn:
@@ -353,17 +405,13 @@ class RedisLink:
         wire = [self._command(args) for args in commands]
         try:
             async with asyncio.timeout(timeout), self._lock:
-                conn = self._conn
+                conn = await self._connection()
                 try:
-                    if conn is None or not conn.is_connected:
-                        await self._forget(conn)
-                        conn = None
-                        conn = await self._open()
                     return await self._exchange(conn, wire)
                 except BaseException:
                     # Timeout, cancellation, reset, protocol error: the stream is no longer
                     # in step with our commands, so never reuse it.
-                    await self._forget(conn if conn is not None else self._conn)
+                    await self._forget(conn)
                     raise
         except LinkError:
             raise
@@ -538,6 +586,11 @@ class RedisLink:
 
     async def close(self) -> None:
         """Close the connection (a later call opens a new one)."""
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await connecting
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
