@@ -695,15 +695,17 @@ class Watcher:
 
     def _schedule_probes(self, group: _Group, now: float) -> None:
         s = group.settings
-        ping_period = s.ping_period
+        # Read once per group, not per instance: this runs for every group on every tick.
+        ping_period, probe_timeout, crash_detect = s.ping_period, s.probe_timeout, s.crash_detect
+        info_period = s.info_period
         for inst in group.instances.values():
-            if inst.detector.probe_due(now, ping_period, s.crash_detect, s.probe_timeout):
+            if inst.detector.probe_due(now, ping_period, crash_detect, probe_timeout):
                 inst.detector.probe_sent(now)
-                self._emit(Probe(group.name, inst.address, timeout=s.probe_timeout))
-            if inst.info_asked_at is not None and now - inst.info_asked_at > 2 * s.info_period:
+                self._emit(Probe(group.name, inst.address, timeout=probe_timeout))
+            if inst.info_asked_at is not None and now - inst.info_asked_at > 2 * info_period:
                 inst.info_asked_at = None  # the answer was lost; ask again below
             last_info = max(inst.info_at or -1e18, inst.info_failed_at or -1e18)
-            if inst.info_asked_at is None and now - last_info >= s.info_period:
+            if inst.info_asked_at is None and now - last_info >= info_period:
                 self._ask_info(group, inst)
 
     def _ask_info(self, group: _Group, inst: _Instance) -> None:
@@ -1178,25 +1180,17 @@ class Watcher:
         """Demote a stray primary and repoint a misdirected replica, carefully (see top)."""
         now = self._now
         s = group.settings
-        primary = group.instances[group.address]
-        primary_info = primary.info
-        primary_sane = (
-            self._primary_positively_alive(group)
-            and primary_info is not None
-            and primary_info.role is Role.PRIMARY
-            and primary.info_at is not None
-            and now - primary.info_at <= 3 * s.info_period
-        )
+        address = group.address
+        max_age = 3 * s.info_period
+        primary_sane: bool | None = None  # worked out only when some instance contradicts
         for inst in group.replicas():
             info = inst.info
-            fresh = inst.info_at is not None and now - inst.info_at <= 3 * s.info_period
+            fresh = inst.info_at is not None and now - inst.info_at <= max_age
             wrong = (
                 fresh
                 and info is not None
                 and not inst.detector.down
-                and (
-                    info.role is Role.PRIMARY or (info.role is Role.REPLICA and info.master != group.address)
-                )
+                and (info.role is Role.PRIMARY or (info.role is Role.REPLICA and info.master != address))
             )
             if not wrong:
                 inst.contradicting_since = None
@@ -1209,6 +1203,15 @@ class Watcher:
             if inst.contradicting_since is None or inst.contradiction != seen:
                 inst.contradicting_since = now
                 inst.contradiction = seen
+            if primary_sane is None:
+                primary = group.instances[address]
+                primary_sane = (
+                    self._primary_positively_alive(group)
+                    and primary.info is not None
+                    and primary.info.role is Role.PRIMARY
+                    and primary.info_at is not None
+                    and now - primary.info_at <= max_age
+                )
             if (
                 now - inst.contradicting_since < s.convert_after
                 or self.in_hold
