@@ -411,3 +411,24 @@ def test_failed_pause_of_the_old_primary_waits_its_lease_before_promoting() -> N
     world = run(fenced(10, faults))
     assert world.checker.coverage.get("fence-old-pause-failed") == 1  # the case in question
     assert "13-write-fence" not in invariants_hit(world), violations(world)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "core finding (seed 700376, fencing 1/2s): w1 starts a failover of r0 at 45.79 and "
+        "waits out r0's lease in SELECT (+fence-wait), but readable replicas keep reporting "
+        "fresh contact with r0 (it is alive; only some links are cut), so the wait runs on "
+        "until 51.22, when w1 itself reaches r0 again: _fence_wait returns 0 because r0 is "
+        "positively alive and w1 promotes r1 with fence_old, pausing and demoting a primary "
+        "that w2 and w3 had reached for the last 1 s (-odown at 48.0). Invariant 6. Fix: in "
+        "_try_select, an automatic (not forced) failover whose old primary is positively "
+        "alive again aborts instead of promoting with fence_old; the pause-and-demote path is "
+        "for forced failovers"
+    ),
+)
+def test_fence_wait_does_not_outlive_the_primarys_recovery_seed_700376() -> None:
+    world = World(700376)
+    world.run()
+    assert [p for p in world.publishes if p[2] == "+fence-wait"]
+    assert "6-no-false-failover" not in invariants_hit(world), violations(world)
