@@ -733,15 +733,37 @@ class PeerLink:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"peer-link-{self.address}")
 
     def send(self, message: PeerMessage, *, recipient: str = "*") -> None:
-        """Queue `message`; never blocks. When the queue is full the oldest gossip is dropped
-        (or, if there is none, the oldest message)."""
+        """Queue `message`; never blocks.
+
+        Gossip is state, not a log: a new gossip is merged into one still queued for the same
+        recipient (the newest view of each primary wins), so a slow link carries the latest
+        state once instead of a backlog of superseded ones. Vote requests and replies go ahead
+        of queued gossip: an election lasts well under a second, and many primaries failing
+        at once (a host holding many primaries died) must not leave votes behind a queue of
+        gossip. When the queue is full the oldest gossip is dropped (or the oldest message).
+        """
         if self._closed:
             return
+        now = self._now()
+        if isinstance(message, Gossip):
+            for i, item in enumerate(self._queue):
+                if isinstance(item.message, Gossip) and item.recipient == recipient:
+                    self._queue[i] = _Outgoing(_merge_gossip(item.message, message), recipient, now)
+                    self._wakeup.set()
+                    return
         if len(self._queue) >= self.queue_size:
             victim = next((item for item in self._queue if isinstance(item.message, Gossip)), self._queue[0])
             self._queue.remove(victim)
             self.dropped += 1
-        self._queue.append(_Outgoing(message, recipient, self._now()))
+        outgoing = _Outgoing(message, recipient, now)
+        if isinstance(message, Gossip):
+            self._queue.append(outgoing)
+        else:
+            first_gossip = next(
+                (i for i, item in enumerate(self._queue) if isinstance(item.message, Gossip)),
+                len(self._queue),
+            )
+            self._queue.insert(first_gossip, outgoing)
         self._wakeup.set()
 
     async def close(self) -> None:
@@ -830,34 +852,50 @@ class PeerLink:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, parser: ReplyParser
     ) -> None:
         while True:
-            item = self._next_fresh()
-            if item is None:
+            batch: list[_Outgoing] = []
+            frames: list[bytes] = []
+            while len(batch) < _PIPELINE:
+                item = self._next_fresh()
+                if item is None:
+                    break
+                try:
+                    envelope = self._signer.sign(item.message, recipient=item.recipient)
+                except ValueError as exc:  # a message the codec refuses: drop it, never retry
+                    log.error("cannot sign a peer message for %s: %s", self.address, exc)
+                    self.dropped += 1
+                    continue
+                batch.append(item)
+                frames.append(encode_command(PEER_COMMAND, envelope))
+            if not batch:
                 await self._idle(reader)
                 continue
+            # Pipelined: one write, then the replies in order, so a burst (votes for many
+            # primaries) costs one round trip, not one per message.
+            answered = 0
             try:
-                envelope = self._signer.sign(item.message, recipient=item.recipient)
-            except ValueError as exc:  # a message the codec refuses: drop it, never retry
-                log.error("cannot sign a peer message for %s: %s", self.address, exc)
-                self.dropped += 1
-                continue
-            try:
-                writer.write(encode_command(PEER_COMMAND, envelope))
+                writer.write(b"".join(frames))
                 async with asyncio.timeout(self.reply_timeout):
                     await writer.drain()
-                    reply = await self._read_reply(reader, parser)
+                    for _ in batch:
+                        reply = await self._read_reply(reader, parser)
+                        answered += 1
+                        self._acknowledged(reply)
             except BaseException:
                 if not self._closed:
-                    self._queue.appendleft(item)  # retried (re-signed) after reconnecting if still fresh
+                    # Retried (re-signed) after reconnecting, if still fresh, in their order.
+                    self._queue.extendleft(reversed(batch[answered:]))
                 raise
-            self.last_sent = self._now()
-            if isinstance(reply, Error):
-                self.refused += 1
-                now = self._now()
-                if reply.message != self._last_refusal or now - self._last_refusal_at >= 10.0:
-                    self._last_refusal, self._last_refusal_at = reply.message, now
-                    log.warning("peer refused our message peer=%s reply=%r", self.address, reply.message)
-            else:
-                self.sent += 1
+
+    def _acknowledged(self, reply: Reply) -> None:
+        self.last_sent = self._now()
+        if isinstance(reply, Error):
+            self.refused += 1
+            now = self._now()
+            if reply.message != self._last_refusal or now - self._last_refusal_at >= 10.0:
+                self._last_refusal, self._last_refusal_at = reply.message, now
+                log.warning("peer refused our message peer=%s reply=%r", self.address, reply.message)
+        else:
+            self.sent += 1
 
     async def _idle(self, reader: asyncio.StreamReader) -> None:
         """Wait for something to send, or for the connection to end (the peer never speaks
@@ -883,6 +921,21 @@ class PeerLink:
                 return item
             self.dropped += 1
         return None
+
+
+# Messages written before their replies are read. Small: a receiver that dies mid-batch costs
+# at most this many retries, each of which the core tolerates (gossip is state, votes are
+# idempotent).
+_PIPELINE = 16
+
+
+def _merge_gossip(old: Gossip, new: Gossip) -> Gossip:
+    """`new` plus the primaries only `old` carried (a push may carry only changed ones)."""
+    carried = {view.name for view in new.primaries}
+    kept = tuple(view for view in old.primaries if view.name not in carried)
+    if not kept:
+        return new
+    return Gossip(new.sender, new.in_hold, kept + new.primaries, sent_ms=new.sent_ms, echoes=new.echoes)
 
 
 def _describe(reply: Reply) -> str:

@@ -947,6 +947,28 @@ async def test_a_peer_that_starts_later_is_joined_and_a_restart_is_survived(serv
         await mesh1.close()
 
 
+async def test_a_backlog_sends_votes_first_in_order_and_gossip_once_merged(servers: ServerFactory) -> None:
+    # Many primaries failing at once: vote requests for all of them must not wait behind
+    # gossip, and a slow link carries the newest gossip once, not every superseded one.
+    w1 = await start_watcher(servers, "w1")
+    port = free_port()
+    mesh1 = await w1.join([Address("127.0.0.1", port)], max_age=30.0, backoff_max=0.2)
+    link = mesh1.links[Address("127.0.0.1", port)]
+    try:
+        await eventually(lambda: link.last_error != "", what="a failed connection attempt")
+        for down in (False, True, False, True, True):
+            mesh1.broadcast(gossip("w1", down=down))
+        requests = [VoteRequest("w1", f"group{i}", 7) for i in range(40)]
+        for request in requests:
+            mesh1.broadcast(request)
+        w2 = await start_watcher(servers, "w2", port=port)
+        await eventually(lambda: len(w2.received) == 41, timeout=10, what="the backlog to arrive")
+        assert [m for _, m in w2.received] == [*requests, gossip("w1", down=True)]
+        assert link.sent == 41 and link.dropped == 0
+    finally:
+        await mesh1.close()
+
+
 async def test_peer_link_with_a_wrong_password_stays_down(servers: ServerFactory) -> None:
     w2 = await start_watcher(servers, "w2")
     signer = PeerSigner(KEY, "w1", time.time_ns(), cluster="test")

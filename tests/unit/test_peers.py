@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -385,18 +386,26 @@ def test_verifier_fuzz_mutated_envelopes(data: st.DataObject) -> None:
 # PeerLink queue policy and PeerMesh routing (no network: links are never started)
 
 
-async def test_link_queue_drops_oldest_gossip_first_and_never_blocks() -> None:
+async def test_link_queue_puts_votes_first_merges_gossip_and_never_blocks() -> None:
     link = PeerLink(Address("127.0.0.1", 9), signer(), queue_size=3)
     link.send(GOSSIP)
-    link.send(REQUEST)
-    link.send(Gossip("w1", True, ()))
-    link.send(REPLY)  # full: the oldest gossip goes
-    assert [item.message for item in link._queue] == [REQUEST, Gossip("w1", True, ()), REPLY]
+    link.send(REQUEST)  # a vote goes ahead of queued gossip
+    assert [item.message for item in link._queue] == [REQUEST, GOSSIP]
+    # A newer gossip is merged into the queued one: its views win, the others are kept.
+    push = Gossip("w1", True, (), sent_ms=5, echoes=(("w2", 4),))
+    link.send(push)
+    merged = Gossip("w1", True, GOSSIP.primaries, sent_ms=5, echoes=(("w2", 4),))
+    assert [item.message for item in link._queue] == [REQUEST, merged]
+    newer = replace(GOSSIP.primaries[0], config_epoch=9)
+    link.send(Gossip("w1", False, (newer,)))
+    assert [item.message for item in link._queue] == [REQUEST, Gossip("w1", False, (newer,))]
     link.send(REPLY)
+    assert [item.message for item in link._queue] == [REQUEST, REPLY, Gossip("w1", False, (newer,))]
+    link.send(REPLY)  # full: the oldest gossip goes
     assert [item.message for item in link._queue] == [REQUEST, REPLY, REPLY]
     link.send(GOSSIP)  # no gossip left: the oldest message goes
     assert [item.message for item in link._queue] == [REPLY, REPLY, GOSSIP]
-    assert link.dropped == 3
+    assert link.dropped == 2
     await link.close()
 
 
@@ -409,9 +418,10 @@ async def test_link_drops_messages_that_waited_too_long() -> None:
         assert loop.time() < deadline
         await asyncio.sleep(0.01)
     link.send(REQUEST)
-    assert link._next_fresh() is not None
+    fresh = link._next_fresh()
+    assert fresh is not None and fresh.message == REQUEST
+    assert link._next_fresh() is None  # the gossip behind it was too old
     assert link.dropped == 1
-    assert link._next_fresh() is None
     await link.close()
 
 
