@@ -103,6 +103,8 @@ _LINK_DOWN_FACTOR = 10.0
 # An instance asked to REPLICAOF counts as reconfigured after this long even if its INFO
 # never confirmed it (Sentinel: 10 s); steady state fixes it later if it really did not.
 _RECONF_ASSUME_DONE = 10.0
+# The retry window after lost attempts doubles up to 2**(this - 1) times retry_backoff.
+_MAX_BACKOFF_DOUBLINGS = 5
 # How often the write fence is re-sent to an instance whose INFO still shows it missing.
 _FENCE_RESEND = 5.0
 
@@ -132,6 +134,7 @@ class _Group:
         self.instances: dict[Address, _Instance] = {}
         self.failover: Failover | None = None
         self.next_attempt_at = now
+        self.lost_attempts = 0  # failover attempts aborted in a row (widens the retry window)
         self.last_failover_at: float | None = None
         self.odown = False
         self.odown_votes = 0
@@ -832,10 +835,16 @@ class Watcher:
                 fo.enter(fo.phase, self._now)  # close the last phase's duration
                 self._emit(Publish("+failover-summary", _summary(group, fo, self._now)))
             if row.aborted:
-                wait = self.settings.retry_backoff * (
-                    0.25 + 0.75 * election.jitter(self.name, group.name, fo.epoch, "retry")
-                )
+                # Randomised, and the window doubles with every attempt lost in a row (up to
+                # 16x): when message latency outgrows the window (a CPU-starved host running
+                # many elections at once), candidates that keep splitting the vote spread out
+                # until one asks first, as Raft's randomised timeouts do.
+                group.lost_attempts = min(group.lost_attempts + 1, _MAX_BACKOFF_DOUBLINGS)
+                window = self.settings.retry_backoff * (1 << (group.lost_attempts - 1))
+                wait = window * (0.25 + 0.75 * election.jitter(self.name, group.name, fo.epoch, "retry"))
                 group.next_attempt_at = max(group.next_attempt_at, self._now + wait)
+            else:
+                group.lost_attempts = 0
         else:
             fo.enter(row.next, self._now)
         self._mark_dirty(group)
@@ -1121,6 +1130,7 @@ class Watcher:
         group.primary_offset = None
         group.role_mismatch_since = None
         group.restarted_empty = False
+        group.lost_attempts = 0
         if group.odown:
             group.odown = False
         if old != new:

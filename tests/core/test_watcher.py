@@ -8,6 +8,7 @@ candidacy, gossip or +switch-master ahead of the disk), so every test below also
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from dataclasses import replace
 from typing import cast
@@ -774,3 +775,23 @@ def test_a_stray_primary_is_demoted_when_peers_vouch_for_the_topology_after_it_a
         f"slave {R1.host}:{R1.port} {R1.host} {R1.port} @ {NAME} {P.host} {P.port}"
     ]
     assert rig.nodes[R1].info.role is Role.REPLICA and rig.nodes[R1].info.master == P
+
+
+def test_the_retry_window_widens_while_attempts_keep_failing() -> None:
+    # Nobody answers our vote requests (latency beyond the election timeout): each lost
+    # attempt doubles the randomised retry window, so competing candidates spread out.
+    rig = Rig.standard()
+    rig.run(1.0)
+    rig.nodes[P].mode = "refused"
+    deadline = rig.now + 40.0
+    while len(rig.vote_requests()) < 7 and rig.now < deadline:
+        rig.gossip("w2", says_down=True, current_epoch=rig.view().current_epoch)
+        rig.gossip("w3", says_down=True, current_epoch=rig.view().current_epoch)
+        rig.run(0.1)
+    starts = [t for t, a in rig.sent if isinstance(a, RequestVotes)]
+    assert len(starts) >= 7
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    timeout = rig.settings.election_timeout
+    backoff = rig.settings.retry_backoff
+    assert gaps[0] <= timeout + backoff + 0.2  # the first retry within one window
+    assert gaps[5] >= timeout + 0.25 * 16 * backoff  # the sixth after the window doubled 4 times
