@@ -385,7 +385,9 @@ def run_one(n: int, window: float, warmup: float, slices: int, workdir: Path) ->
     with redis_farm(n) as farm:
         progress(f"N={n}: starting haredis and redis-sentinel ...")
         with watchers(farm, workdir / f"n{n}") as ports:
-            ready_timeout = 60.0 + n * 0.1
+            # Generous: a watcher starting with a thousand primaries opens thousands of
+            # connections at once, and the machine may be busy with other work.
+            ready_timeout = 120.0 + n * 0.2
             for system, port in ports.items():
                 wait_for(
                     lambda port=port: all_watched(port, n),  # type: ignore[misc]
@@ -417,12 +419,13 @@ def ratios(results: Sequence[Measure]) -> dict[int, float]:
     }
 
 
-def last_line(results: Sequence[Measure]) -> str:
-    largest = max(r.n for r in results)
-    haredis = next(r for r in results if r.n == largest and r.system == "haredis")
-    cpu_ratio = ratios(results)[largest]
+def last_line(results: Sequence[Measure], largest: int) -> str:
+    """The summary line for the largest N asked for (nan where that size did not complete)."""
+    haredis = next((r for r in results if r.n == largest and r.system == "haredis"), None)
+    cpu_ratio = ratios(results).get(largest, math.nan)
     cpu_text = "nan" if math.isnan(cpu_ratio) else f"{cpu_ratio:.2f}"
-    return f"scale n={largest} cpu_ratio={cpu_text} rss_mb={haredis.rss_mb:.1f}"
+    rss_text = "nan" if haredis is None else f"{haredis.rss_mb:.1f}"
+    return f"scale n={largest} cpu_ratio={cpu_text} rss_mb={rss_text}"
 
 
 def table_rows(results: Sequence[Measure]) -> list[list[str]]:
@@ -452,7 +455,9 @@ def markdown_report(record: dict[str, Any], rows: Sequence[Sequence[str]], last:
         f"(uncommitted changes: {uncommitted}); redis-py {machine['redis_py']}; "
         f"Python {machine['python']}\n"
         f"- warm-up {settings['warmup_s']:.0f} s, window {settings['window_s']:.0f} s in "
-        f"{settings['slices']} slices; `cpu ratio` = haredis / sentinel median cpu s/min\n\n"
+        f"{settings['slices']} slices; `cpu ratio` = haredis / sentinel median cpu s/min\n"
+        + "".join(f"- N={n} failed: {error}\n" for n, error in record["failed"].items())
+        + "\n"
         f"{common.markdown_table(ROW_HEADERS, rows)}\n\n`{last}`\n"
     )
 
@@ -494,13 +499,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     keep = args.workdir is not None
     results: list[Measure] = []
+    failures: dict[int, str] = {}
     try:
         for n in args.ns:
-            results += run_one(n, args.window, args.warmup, args.slices, run_dir)
-    except (BenchError, RedisProcError, HaredisProcError, redis.RedisError, OSError) as exc:
-        keep = True
-        progress(f"benchmark failed: {exc}")
-        return 1
+            try:
+                results += run_one(n, args.window, args.warmup, args.slices, run_dir)
+            except (BenchError, RedisProcError, HaredisProcError, redis.RedisError, OSError) as exc:
+                # Reported, and the other sizes still run: a size that cannot reach a steady
+                # state is a result too.
+                keep = True
+                failures[n] = str(exc)
+                progress(f"N={n} failed: {exc}")
     except KeyboardInterrupt:
         keep = True
         progress("interrupted")
@@ -512,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(run_dir, ignore_errors=True)
 
     rows = table_rows(results)
-    last = last_line(results)
+    last = last_line(results, max(args.ns))
     record = {
         "benchmark": "scale",
         "command": command_line("bench.scale"),
@@ -531,6 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "results": [r.as_json() for r in results],
         "cpu_ratio": {str(n): json_number(v) for n, v in ratios(results).items()},
+        "failed": {str(n): error for n, error in failures.items()},
         "last_line": last,
     }
     append_json(args.results_dir / "scale.json", record)
@@ -540,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     append_text(markdown, markdown_report(record, rows, last))
     print(text_table(ROW_HEADERS, rows))
     print(last, flush=True)
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
