@@ -372,20 +372,25 @@ def test_checker_catches_promotion_without_lease_wait() -> None:
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "core finding (seed 700006): the old primary r0 was killed, so the leader promoted r1 "
-        "without a lease wait (a refused port takes no writes); r0 restarted 4.5 s later as a "
-        "master, was re-fenced by Fence, and its replica r2 (restarted, still following r0) "
-        "acked it, so r0 took writes from 53.60; r1 took its first write at 54.17 and r0 was "
-        "only demoted by convert-to-slave (convert_after) at 55.48: 1.31 s of two writable "
-        "primaries, over the 1 s bound. Fix in the core: with fencing on, pause a returning "
-        "stray master's writes (CLIENT PAUSE WRITE) as soon as it answers, before the "
-        "convert_after REPLICAOF"
+        "core finding (first seen as seed 700006): the primary r0 is killed at 10.0, so the "
+        "leader promotes r1 at once (a refused port takes no writes: no lease wait); r0 "
+        "restarts at 11.6 as a master (forgetting its fence until the next Fence) and its "
+        "replica r2, restarted at 11.7 and still following it, acks it, so r0 takes writes "
+        "again; r1 takes its first write when r3 can reach it (12.2); r0 is only demoted by "
+        "convert-to-slave (convert_after) about 1.5 s later. Fix in the core: with fencing on, "
+        "pause a returning stray master's writes (CLIENT PAUSE WRITE) as soon as it answers, "
+        "before the convert_after REPLICAOF"
     ),
 )
-def test_restarted_old_primary_with_a_following_replica_is_fenced_seed_700006() -> None:
-    world = World(700006)
-    world.run()
-    assert world.promotions
+def test_restarted_old_primary_with_a_following_replica_is_fenced_at_once() -> None:
+    faults = (
+        Fault(8.0, "kill", 3.7, "r2"),  # back at 11.7, following r0
+        Fault(8.0, "partition", 4.2, target="r1>r3,r3>r1", shape="pairs"),  # r1 gets no ack until 12.2
+        Fault(10.0, "kill", 1.6, "r0"),  # back at 11.6, a master again
+    )
+    cfg = scenario(seed=41, replicas=3, priorities=(100, 0, 0), fencing=True, faults=faults, chaos_end=30.0)
+    world = run(cfg)
+    assert [p[3] for p in world.promotions] == ["r1"]
     assert "13-write-fence" not in invariants_hit(world), violations(world)
 
 
