@@ -31,6 +31,12 @@ Robustness:
   Pub/sub messages are pushed without waiting; a subscriber whose backlog exceeds
   `pubsub_hard_limit`, or stays above `pubsub_soft_limit` for `pubsub_soft_seconds`, is
   disconnected (Redis's ``client-output-buffer-limit pubsub``).
+- Subscriptions are bounded per client (Redis has no limit): at most `max_subscriptions`
+  channels and patterns together, whose names total at most `max_subscription_bytes`; the
+  name that would exceed either gets ``-ERR max subscriptions per client reached …`` and the
+  rest of that command is ignored. Every distinct name is kept in memory and every pattern is
+  matched on every publish, so without a cap one client could hold any amount of memory and
+  slow down every event. Sentinel clients subscribe to a handful of channels, or ``*``.
 - One connection's failure (a bug, a reset) is logged and never touches the others.
 - ``POST`` and ``Host:`` as a command close the connection at once (Redis's guard against
   cross-protocol scripting from browsers).
@@ -319,6 +325,7 @@ class Connection:
         self._close_after_reply = False
         self._busy = False
         self._soft_limit_since: float | None = None
+        self._subscription_bytes = 0  # total length of the names in channels and patterns
         self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -621,6 +628,8 @@ class RespServer:
         pubsub_hard_limit: int = 8 * 1024 * 1024,
         pubsub_soft_limit: int = 2 * 1024 * 1024,
         pubsub_soft_seconds: float = 60.0,
+        max_subscriptions: int = 1024,
+        max_subscription_bytes: int = 64 * 1024,
         server_name: str = "haredis",
         server_version: str = "0.1.0",
     ) -> None:
@@ -636,6 +645,8 @@ class RespServer:
         self.pubsub_hard_limit = pubsub_hard_limit
         self.pubsub_soft_limit = pubsub_soft_limit
         self.pubsub_soft_seconds = pubsub_soft_seconds
+        self.max_subscriptions = max_subscriptions
+        self.max_subscription_bytes = max_subscription_bytes
         self.server_name = server_name
         self.server_version = server_version
         self.stats = ServerStats()
@@ -823,7 +834,19 @@ class RespServer:
         replies: list[Reply] = []
         for name in names:
             if name not in mine:
+                if (
+                    len(conn.channels) + len(conn.patterns) >= self.max_subscriptions
+                    or conn._subscription_bytes + len(name) > self.max_subscription_bytes
+                ):
+                    replies.append(
+                        Error(
+                            f"ERR max subscriptions per client reached ({self.max_subscriptions} "
+                            f"channels and patterns, {self.max_subscription_bytes} bytes of names)"
+                        )
+                    )
+                    break
                 mine.add(name)
+                conn._subscription_bytes += len(name)
                 index.setdefault(name, set()).add(conn)
             replies.append(self._pubsub_reply(conn, kind, Bulk(name)))
         return replies
@@ -846,7 +869,10 @@ class RespServer:
 
     def _forget(self, conn: Connection, name: bytes, *, pattern: bool) -> None:
         index = self._patterns if pattern else self._channels
-        (conn.patterns if pattern else conn.channels).discard(name)
+        mine = conn.patterns if pattern else conn.channels
+        if name in mine:
+            mine.discard(name)
+            conn._subscription_bytes -= len(name)
         subscribers = index.get(name)
         if subscribers is not None:
             subscribers.discard(conn)

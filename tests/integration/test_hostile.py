@@ -12,6 +12,7 @@ tests/unit/test_peers.py; here the point is the whole process, its sockets and i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import inspect
@@ -31,7 +32,7 @@ import redis
 
 from haredis.core.messages import Gossip
 from haredis.peers import PeerSigner
-from haredis.resp import encode_command
+from haredis.resp import Error, Reply, ReplyParser, encode_command
 from haredis.server import RespServer
 
 from .haredis_procs import HaredisCluster, HaredisProc, wait_until
@@ -53,6 +54,8 @@ MAX_BULK: int = _DEFAULTS["max_bulk"]
 MAX_INLINE: int = _DEFAULTS["max_inline"]
 MAX_REQUEST: int = _DEFAULTS["max_request"]
 WRITE_BUFFER_HIGH: int = _DEFAULTS["write_buffer_high"]
+MAX_SUBSCRIPTIONS: int = _DEFAULTS.get("max_subscriptions", 10**9)
+MAX_SUBSCRIPTION_BYTES: int = _DEFAULTS.get("max_subscription_bytes", 10**9)
 READ_CHUNK = 64 * KIB  # RespServer reads at most this much per read() and its StreamReader limit
 # What one open connection costs before it sends anything (socket, transport, StreamReader,
 # Connection, parser, task: a few KiB in CPython); generous.
@@ -391,3 +394,93 @@ def test_forged_unsigned_and_replayed_peer_messages_are_rejected_counted_and_har
         raise
     finally:
         cluster.close()
+
+
+def test_subscriptions_are_bounded_per_client(lone_watcher: tuple[HaredisProc, RedisProc]) -> None:
+    """SUBSCRIBE / PSUBSCRIBE keep every distinct name: without a cap one client could make the
+    daemon hold any amount of memory (and make every publish match any number of patterns)."""
+    watcher, primary = lone_watcher
+    assert watcher.popen is not None
+    pid = watcher.popen.pid
+    rss_before = _rss_kib(pid, "VmRSS") * KIB
+    names_per_command, name_size, commands = 1000, 1000, 40  # 40 MB of distinct names per kind
+    attempted = 0
+    refusals: list[str] = []
+    with (
+        socket.create_connection((LOOPBACK, watcher.port), timeout=30) as sock,
+        sock.makefile("rb") as replies,
+    ):
+        for kind in ("SUBSCRIBE", "PSUBSCRIBE"):
+            for number in range(commands):
+                names = [
+                    b"%s-%06d-%s" % (kind.encode(), number * names_per_command + i, b"n" * name_size)
+                    for i in range(names_per_command)
+                ]
+                sock.sendall(encode_command(kind, *names))
+                attempted += names_per_command * name_size
+                # Read this command's replies: one per name, or an error that stops the batch.
+                for _ in range(names_per_command):
+                    first = replies.readline()
+                    if first.startswith(b"-"):
+                        refusals.append(first.decode().strip())
+                        break
+                    for _ in range(5):  # after *3: $n, kind, $n, name, :count
+                        replies.readline()
+        sock.sendall(b"PING\r\n")
+        # Still served: in RESP2 subscribed mode PING answers ["pong", ""].
+        assert [replies.readline() for _ in range(5)] == [
+            b"*2\r\n",
+            b"$4\r\n",
+            b"pong\r\n",
+            b"$0\r\n",
+            b"\r\n",
+        ]
+    peak = _rss_kib(pid, "VmHWM") * KIB
+    growth = peak - rss_before
+    # The names themselves, a set entry and an index entry per subscription (well under 256
+    # bytes each), and a slack for the allocator (one client: far smaller than above).
+    bound = MAX_SUBSCRIPTION_BYTES + MAX_SUBSCRIPTIONS * 256 + 16 * MIB
+    print(
+        f"subscriptions: attempted={attempted / MIB:.0f}MiB refusals={len(refusals)} "
+        f"growth={growth / MIB:.1f}MiB bound={bound / MIB:.1f}MiB"
+    )
+    assert refusals and refusals[0].startswith("-ERR max subscriptions per client reached")
+    assert attempted > 2 * bound
+    assert growth <= bound
+    with redis.Redis(LOOPBACK, watcher.port, socket_timeout=30, decode_responses=True, protocol=2) as other:
+        assert other.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster") == [
+            primary.address.host,
+            str(primary.address.port),
+        ]
+
+
+async def test_the_subscription_budget_counts_names_and_is_given_back() -> None:
+    """The cap in RespServer itself: count and bytes, patterns included, freed by UNSUBSCRIBE."""
+    server = RespServer({}, port=0, max_subscriptions=3, max_subscription_bytes=12)
+    await server.start()
+    reader, writer = await asyncio.open_connection(LOOPBACK, server.port)
+    parser = ReplyParser()
+
+    async def call(*args: str) -> list[Reply]:
+        writer.write(encode_command(*args))
+        out: list[Reply] = []
+        async with asyncio.timeout(10):
+            while len(out) < max(1, len(args) - 1) and not any(isinstance(r, Error) for r in out):
+                while (reply := parser.next_reply()) is None:
+                    parser.feed(await reader.read(65536))
+                out.append(reply)
+        return out
+
+    try:
+        assert len(await call("SUBSCRIBE", "aaaa", "bbbb")) == 2  # 2 names, 8 bytes
+        refused = await call("PSUBSCRIBE", "ccccc")  # 13 bytes: over the byte budget
+        assert isinstance(refused[0], Error) and "max subscriptions per client" in refused[0].message
+        assert len(await call("PSUBSCRIBE", "c*")) == 1  # 10 bytes, 3 names: at the limits
+        refused = await call("SUBSCRIBE", "aaaa", "d")  # a name already held costs nothing...
+        assert not isinstance(refused[0], Error) and isinstance(refused[1], Error)  # ...a 4th does
+        assert server.publish("cat", "m") == 1  # what was accepted works
+        await call("UNSUBSCRIBE", "aaaa")
+        assert not any(isinstance(r, Error) for r in await call("SUBSCRIBE", "dddd"))  # given back
+    finally:
+        writer.close()
+        await server.close()
