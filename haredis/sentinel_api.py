@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from haredis.core.model import Address, InstanceView, PeerView, PrimaryView, Role, Snapshot, run_id
 from haredis.resp import NULL_ARRAY, OK, Array, Bulk, Error, Integer, Map, Reply, SimpleString, bulk_array
@@ -259,6 +260,10 @@ def _config(ctx: SentinelContext, args: list[bytes]) -> Reply:
         values = ctx.config_get(args[1].decode(errors="replace"))
         return Map(tuple((Bulk(k), Bulk(v)) for k, v in values.items()))
     if action == "SET":
+        parameter = args[1].decode(errors="replace") if len(args) > 1 else ""
+        if parameter.lower() in _SCRIPT_OPTIONS or parameter.lower() == "deny-scripts-reconfig":
+            # Sentinel's own answer for these: they are not settable at runtime there either.
+            return _err(f"ERR Invalid argument '{parameter}' to SENTINEL CONFIG SET")
         return _err("ERR haredis is configured from its config file only (SIGHUP reloads it)")
     return _err("ERR Unknown sentinel config subcommand or wrong number of arguments")
 
@@ -278,7 +283,29 @@ def _info_cache(ctx: SentinelContext, args: list[bytes]) -> Reply:
     return Array(tuple(out))
 
 
+# Hook commands are set in the config file only (reference/safety.md section 6: Sentinel once
+# let any client point a script at a binary and trigger a failover to run it).
+_SCRIPT_OPTIONS: Final = frozenset({"notification-script", "client-reconfig-script"})
+_SCRIPTS_DENIED: Final = (
+    "ERR Reconfiguration of scripts path is denied for security reasons. Check the "
+    "deny-scripts-reconfig configuration directive in your Sentinel configuration"
+)
+
+
 def _set(ctx: SentinelContext, args: list[bytes]) -> Reply:
+    # SENTINEL SET <name> <option> <value> [<option> <value> ...], checked in Sentinel's order:
+    # the master, then each option. A script option gets Sentinel's own refusal
+    # (deny-scripts-reconfig yes, its default); everything else is refused too: the config
+    # file is the only source of settings.
+    found = _view(ctx, args[0])
+    if isinstance(found, Error):
+        return found
+    for index in range(1, len(args), 2):
+        option = args[index].decode(errors="replace")
+        if index + 1 == len(args):
+            return _err(f"ERR Unknown option or number of arguments for SENTINEL SET '{option}'")
+        if option.lower() in _SCRIPT_OPTIONS:
+            return _err(_SCRIPTS_DENIED)
     return _err("ERR haredis is configured from its config file only; SENTINEL SET is refused")
 
 
@@ -333,7 +360,7 @@ _SUBCOMMANDS: dict[str, tuple[int, _Handler]] = {
     "RESET": (1, _reset),
     "CONFIG": (-2, _config),
     "INFO-CACHE": (-1, _info_cache),
-    "SET": (-2, _set),
+    "SET": (-4, _set),
     "HELP": (0, _help),
 }
 
