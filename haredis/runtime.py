@@ -277,13 +277,19 @@ class Runtime:
     async def _promote(self, a: Promote) -> None:
         detail = ""
         paused = a.fence_old is not None and await self._pause_old_primary(a)
-        try:
-            ok = await self.link(a.primary, a.address, "command").promote(a.timeout)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            ok = False
-            detail = classify(exc)[1]
+        if a.fence_old is not None and not paused:
+            # The core skipped the lease wait because it could reach the old primary; now it
+            # cannot pause it, so it may still take writes: do not promote. The core sees a
+            # failed step, aborts, and its next attempt waits the lease out.
+            ok, detail = False, "fence: the old primary could not be paused; not promoting"
+        else:
+            try:
+                ok = await self.link(a.primary, a.address, "command").promote(a.timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                ok = False
+                detail = classify(exc)[1]
         if paused:
             await self._release_old_primary(a, demote=ok)
         log.info(
@@ -314,7 +320,7 @@ class Runtime:
             raise
         except Exception as exc:
             log.warning(
-                "fence: could not pause the old primary; its min-replicas lease fences it",
+                "fence: could not pause the old primary; the promotion waits for its lease",
                 extra={"primary": a.primary, "instance": str(a.fence_old), "detail": classify(exc)[1]},
             )
             return False

@@ -9,7 +9,8 @@ below; any other outcome ends the attempt with an abort event and a randomised b
     ELECTION   asked every peer for its vote in a new epoch          WON, LOST (timeout),
                                                                      SUPERSEDED (higher epoch)
     SELECT     re-read INFO of every replica, rank them, wait a      SELECTED, NO_CANDIDATE,
-               bounded time for the best to be within max_lag_bytes  SUPERSEDED
+               bounded time for the best to be within max_lag_bytes  SUPERSEDED, RECOVERED
+               (and, with fencing, for the old primary's lease)
     PROMOTE    REPLICAOF NO ONE + CLIENT KILL + ROLE in one step     PROMOTED, UNCERTAIN
                (any failure is UNCERTAIN: the command may have run)
     VERIFY     the promote step failed midway: poll INFO of the      PROMOTED, REFUSED,
@@ -56,6 +57,7 @@ class Trigger(enum.Enum):
     REFUSED = "refused"
     GAVE_UP = "gave_up"
     RECONFIGURED = "reconfigured"
+    RECOVERED = "recovered"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(Phase.SELECT, Trigger.SELECTED, Phase.PROMOTE, "+failover-state-send-slaveof-noone"),
     Transition(Phase.SELECT, Trigger.NO_CANDIDATE, None, "-failover-abort-no-good-slave", aborted=True),
     Transition(Phase.SELECT, Trigger.SUPERSEDED, None, "-failover-abort-superseded", aborted=True),
+    Transition(Phase.SELECT, Trigger.RECOVERED, None, "-failover-abort-primary-recovered", aborted=True),
     Transition(Phase.PROMOTE, Trigger.PROMOTED, Phase.RECONF, "+failover-state-reconf-slaves"),
     Transition(Phase.PROMOTE, Trigger.UNCERTAIN, Phase.VERIFY, "+failover-state-wait-promotion"),
     Transition(Phase.VERIFY, Trigger.PROMOTED, Phase.RECONF, "+failover-state-reconf-slaves"),

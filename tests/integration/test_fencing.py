@@ -116,7 +116,7 @@ def test_a_hung_primary_is_replaced_after_its_lease_and_rejoins_as_a_replica(
     assert fence_of(promoted)[0] == "1"
 
 
-def test_an_old_primary_that_answers_again_is_paused_and_demoted_before_the_announcement(
+def test_a_primary_that_answers_again_during_the_lease_wait_keeps_its_place(
     redis_cluster: Callable[..., RedisCluster], watchers: Callable[..., HaredisCluster]
 ) -> None:
     redis = redis_cluster(replicas=2)
@@ -129,16 +129,40 @@ def test_an_old_primary_that_answers_again_is_paused_and_demoted_before_the_anno
         wait_until(lambda: "+fence-wait" in all_logs(cluster), 15, "the leader to wait out the lease")
     finally:
         redis.primary.cont()
+    wait_until(
+        lambda: "-failover-abort-primary-recovered" in all_logs(cluster), 15, "the failover to be abandoned"
+    )
+    cluster.wait_agree(redis.primary.address)
+    assert redis.primary.role() == "master"
+    assert "+switch-master" not in all_logs(cluster)
+    assert can_write(redis.primary, "still-the-primary")
+
+
+def test_a_primary_restarted_empty_is_paused_and_demoted_and_the_replicas_keep_the_data(
+    redis_cluster: Callable[..., RedisCluster], watchers: Callable[..., HaredisCluster]
+) -> None:
+    # Persistence off and an instant restart: Redis would have its replicas resync from the
+    # empty primary. Redis's default 5 s diskless-sync delay is the window haredis acts in.
+    redis = redis_cluster(replicas=2, extra_args=("--repl-diskless-sync-delay", "5"))
+    writer = redis.primary.client()
+    for i in range(200):
+        writer.set(f"key{i}", i)
+    redis.wait_synced()
+    cluster = watchers(redis.primary.address)
+    cluster.wait_agree(redis.primary.address)
+    wait_until(lambda: all(fence_of(p)[0] == "1" for p in redis.all), 10, "the fence on every node")
+    redis.primary.kill()
+    redis.primary.restart()
     new = wait_until(
         lambda: (a := cluster.watchers[0].master_addr()) != redis.primary.address and a,
         20,
-        "the failover to complete",
+        "a failover away from the empty primary",
     )
-    wait_until(
-        lambda: "old primary paused during the promotion and demoted" in all_logs(cluster), 10, "fencing"
-    )
+    logs = all_logs(cluster)
+    assert "+reboot-empty" in logs
+    assert "old primary paused during the promotion and demoted" in logs
     cluster.wait_agree(new)
+    promoted = next(r for r in redis.replicas if r.address == new)
+    assert promoted.client().dbsize() == 200, "the promoted replica kept the data"
+    wait_until(lambda: redis.primary.client().dbsize() == 200, 20, "the restarted node to resync from it")
     assert redis.primary.role() == "slave"
-    assert redis.primary.info("replication")["master_port"] == new.port
-    masters = [p.address for p in redis.all if p.role() == "master"]
-    assert masters == [new]
