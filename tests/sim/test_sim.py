@@ -418,20 +418,6 @@ def test_failed_pause_of_the_old_primary_waits_its_lease_before_promoting() -> N
     assert "13-write-fence" not in invariants_hit(world), violations(world)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core finding (first seen as seed 700376): r0 is cut off from w1 and w2 only (its "
-        "replicas and w3 still reach it); w1 and w2 see it down (quorum 2), w1 wins and waits "
-        "out r0's lease in SELECT (+fence-wait), but the replicas it reads keep reporting "
-        "fresh contact with r0, so the wait runs on; w2 reaches r0 again at 12.0, and when w1 "
-        "does at 14.0, _fence_wait returns 0 because r0 is positively alive and w1 promotes "
-        "with fence_old: it pauses and demotes a primary that w2 and w3 have reached for 2 s. "
-        "Invariant 6. Fix: in _try_select, an automatic (not forced) failover whose old "
-        "primary is positively alive again aborts instead of promoting with fence_old; the "
-        "pause-and-demote path is for forced failovers"
-    ),
-)
 def test_fence_wait_does_not_outlive_the_primarys_recovery() -> None:
     faults = (
         Fault(10.0, "partition", 2.0, target="r0>w2,w2>r0", shape="pairs"),
