@@ -262,7 +262,7 @@ def watchers(farm: Farm, workdir: Path) -> Iterator[dict[System, int]]:
     try:
         haredis.start(wait=False)
         sentinel.start()
-        haredis.wait_ready(timeout=60.0)
+        haredis.wait_ready(timeout=120.0 + 0.2 * len(farm.names))
         assert haredis.popen is not None
         PIDS["haredis"] = haredis.popen.pid
         PIDS["sentinel"] = sentinel.pid
