@@ -1237,8 +1237,12 @@ class Watcher:
                     and primary.info_at is not None
                     and now - primary.info_at <= max_age
                 )
+            # With fencing, a stray primary is demoted as soon as a current majority vouches
+            # for our topology (views sent after it appeared): it may have a replica acking
+            # it (a restarted old primary) and then takes writes, lease or not.
+            settle = 0.0 if s.fencing and info.role is Role.PRIMARY else s.convert_after
             if (
-                now - inst.contradicting_since < s.convert_after
+                now - inst.contradicting_since < settle
                 or self.in_hold
                 or not primary_sane
                 or (inst.convert_sent_at is not None and now - inst.convert_sent_at < s.convert_after)

@@ -369,19 +369,6 @@ def test_checker_catches_promotion_without_lease_wait() -> None:
     assert SLACK < buggy.checker.write_fence.longest < lease + 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core finding (first seen as seed 700006): the primary r0 is killed at 10.0, so the "
-        "leader promotes r1 at once (a refused port takes no writes: no lease wait); r0 "
-        "restarts at 11.6 as a master (forgetting its fence until the next Fence) and its "
-        "replica r2, restarted at 11.7 and still following it, acks it, so r0 takes writes "
-        "again; r1 takes its first write when r3 can reach it (12.2); r0 is only demoted by "
-        "convert-to-slave (convert_after) about 1.5 s later. Fix in the core: with fencing on, "
-        "pause a returning stray master's writes (CLIENT PAUSE WRITE) as soon as it answers, "
-        "before the convert_after REPLICAOF"
-    ),
-)
 def test_restarted_old_primary_with_a_following_replica_is_fenced_at_once() -> None:
     faults = (
         Fault(8.0, "kill", 3.7, "r2"),  # back at 11.7, following r0
