@@ -567,7 +567,7 @@ def _parse_primary(ctx: _Context, t: _Table, electorate: int) -> PrimaryConfig:
     if t.has("fencing_min_replicas"):
         kw["fencing_min_replicas"] = t.integer("fencing_min_replicas", lo=1, hi=16)
     if t.has("fencing_max_lag_s"):
-        # Redis takes whole seconds; the lease waited before a promotion is this + 1.5 s.
+        # Redis takes whole seconds; the lease waited before a promotion is this + 3 s.
         kw["fencing_max_lag_s"] = t.integer("fencing_max_lag_s", lo=1, hi=60)
     if t.has("username"):
         kw["username"] = t.string("username")

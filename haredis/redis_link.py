@@ -566,6 +566,9 @@ class RedisLink:
             command += [_check_token(name, "name"), _check_token_or_empty(value)]
         await self._ok(timeout, tuple(command))
 
+    async def config_rewrite(self, timeout: float) -> None:
+        await self._ok(timeout, ("CONFIG", "REWRITE"))
+
     async def config_get(self, name: str, timeout: float) -> str | None:
         """The value of one parameter, None if the server does not know it."""
         command: _Command = ("CONFIG", "GET", _check_token(name, "name"))

@@ -81,6 +81,7 @@ class RedisPort(Protocol):
     async def client_pause_write(self, ms: int, timeout: float) -> None: ...
     async def client_unpause(self, timeout: float) -> None: ...
     async def config_set_many(self, settings: dict[str, str], timeout: float) -> None: ...
+    async def config_rewrite(self, timeout: float) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -371,6 +372,10 @@ class Runtime:
                 extra={"primary": a.primary, "instance": str(a.address), "detail": classify(exc)[1]},
             )
         else:
+            # Best effort: keep it across a Redis restart where Redis has a config file to
+            # rewrite (without one, a restarted node is fenced again at its next INFO).
+            with contextlib.suppress(Exception):
+                await link.config_rewrite(timeout=2.0)
             log.info(
                 "fence: min-replicas-to-write set",
                 extra={

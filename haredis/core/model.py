@@ -124,10 +124,12 @@ class PrimarySettings:
 
     @property
     def fence_lease(self) -> float:
-        # Redis computes a replica's lag in whole seconds (now - last ACK, truncated) and
-        # keeps counting it good while lag <= max_lag: up to max_lag + 1 s after its last
-        # ACK. Half a second more covers the replicas' own whole-second INFO fields.
-        return self.fence_max_lag + 1.5
+        # Redis computes a replica's lag in whole seconds (now - last ACK, truncated), keeps
+        # it good while lag <= max_lag, and refreshes its count of good replicas once a
+        # second: writes may be taken until last ACK + max_lag + 2 s. The replicas' INFO
+        # (master_last_io_seconds_ago) is whole seconds too, so our estimate of the last
+        # contact may be up to 1 s early: max_lag + 3 s (bound worked out in the simulator).
+        return self.fence_max_lag + 3.0
 
     @property
     def ping_period(self) -> float:

@@ -581,7 +581,9 @@ class Watcher:
             group.durable,
             req,
             voter=self.name,
-            in_hold=self.in_hold,
+            # While our own promotion is in flight (sent, not yet confirmed or refused), a
+            # newer epoch could promote a replica that already started a new history: wait.
+            in_hold=self.in_hold or self._promotion_in_flight(group),
             primary_failing=self._primary_failing_here(group),
         )
         self._set_durable(group, decision.durable)
@@ -761,6 +763,10 @@ class Watcher:
         elif not odown and group.odown:
             group.odown = False
             self._emit(Publish("-odown", _describe(group, group.address)))
+
+    def _promotion_in_flight(self, group: _Group) -> bool:
+        fo = group.failover
+        return fo is not None and fo.phase in (Phase.PROMOTE, Phase.VERIFY)
 
     def _primary_recovered(self, group: _Group) -> bool:
         """The primary answers again, is a primary, and nothing else marks it failing."""

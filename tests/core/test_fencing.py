@@ -11,7 +11,7 @@ from haredis.core.model import Role
 
 from .world import R1, R2, P, make_world
 
-LEASE = 2 + 1.5  # fence_max_lag (default 2 s) + 1.5 s, as PrimarySettings.fence_lease
+LEASE = 2 + 3.0  # fence_max_lag (default 2 s) + 3 s, as PrimarySettings.fence_lease
 
 
 def test_fence_is_set_on_every_node_once_and_again_after_a_restart() -> None:

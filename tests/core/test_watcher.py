@@ -795,3 +795,21 @@ def test_the_retry_window_widens_while_attempts_keep_failing() -> None:
     backoff = rig.settings.retry_backoff
     assert gaps[0] <= timeout + backoff + 0.2  # the first retry within one window
     assert gaps[5] >= timeout + 0.25 * 16 * backoff  # the sixth after the window doubled 4 times
+
+
+def test_no_vote_for_a_newer_epoch_while_our_promotion_is_in_flight() -> None:
+    # A simulator finding (seed 1000545): a leader that voted for a newer candidate while its
+    # own Promote was unanswered let that candidate promote a replica that had already
+    # started a new history.
+    rig = Rig.standard()
+    rig.run(1.0)
+    rig.nodes[P].mode = "refused"
+    rig.run_until(lambda: rig.view().sdown, limit=2.0)
+    rig.gossip("w2", says_down=True)
+    rig.run_until(lambda: rig.vote_requests(), limit=2.0)
+    epoch = rig.vote_requests()[-1].epoch
+    rig.grant("w2", epoch)
+    rig.run_until(lambda: rig.promotes, limit=3.0)  # Promote sent; its answer not delivered yet
+    assert not rig.request_vote("w3", epoch + 1).granted
+    rig.run(2.0)  # the promotion is confirmed and committed
+    assert rig.view().address == rig.promotes[0][1] and rig.view().config_epoch == epoch
