@@ -3,7 +3,7 @@ network: `Fence` (CONFIG SET min-replicas-to-write / min-replicas-max-lag, no an
 and a `Promote` that carries `fence_old`:
 
 1. CLIENT PAUSE <fence_pause> WRITE on the old primary (a failure or timeout means "not
-   paused": the promotion goes ahead and nothing more is sent to the old primary);
+   paused": nothing is promoted, PromoteDone(role_ok=False) goes back at once);
 2. REPLICAOF NO ONE on the target;
 3. if the pause worked: REPLICAOF <target> on the old primary if the promotion worked, then
    CLIENT UNPAUSE (one try block: a failed REPLICAOF skips the UNPAUSE, the pause then
@@ -109,6 +109,13 @@ class FencedPromote:
         name = old.name if old else "?"
         world.note(self.host.name, f"fence: pause writes on {name}: {'ok' if ok else 'FAILED'}")
         world.checker.on_fence_pause(self.host, self.action, ok)
+        if not ok:
+            # As the runtime: an old primary that could not be paused may still take writes,
+            # so nothing is promoted; the core aborts and its next attempt waits the lease.
+            self.promoted = False
+            self.detail = "fence: the old primary could not be paused; not promoting"
+            self._answer()
+            return
         a = self.action
         world.send_step(self.host, Step(a.primary, a.address, a.timeout, epoch=a.epoch), PROMOTE, self._done)
 

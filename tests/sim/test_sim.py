@@ -381,20 +381,6 @@ def test_restarted_old_primary_with_a_following_replica_is_fenced_at_once() -> N
     assert "13-write-fence" not in invariants_hit(world), violations(world)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core/runtime finding: an operator failover at 8.0; the primary r0 is cut off from "
-        "everyone at 7.995, a moment before the leader promotes, so its last probe was still "
-        "good: the Promote carries fence_old (no lease wait), CLIENT PAUSE WRITE times out, "
-        "and the executor promotes r1 anyway (runtime._promote: a failed pause only skips the "
-        "demotion). r1 takes writes from 9.03 while r0 still counts its replicas' last acks "
-        "until 10.69: 1.65 s of two writable primaries. Fix: when the pause fails, do not "
-        "promote at once; wait out fence_pause (the lease) first, or answer PromoteDone(False) "
-        "so the next attempt waits the lease in SELECT (the core's promote-phase timeout must "
-        "then allow for the pause timeout plus the lease)"
-    ),
-)
 def test_failed_pause_of_the_old_primary_waits_its_lease_before_promoting() -> None:
     faults = (
         Fault(8.0, "failover-command", target="w2"),
