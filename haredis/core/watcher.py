@@ -1075,8 +1075,12 @@ class Watcher:
         if target_info is not None and target_info.role is Role.REPLICA:
             # Until the new primary's INFO reports its fork point (second_repl_offset), the
             # offset we selected it at is a safe lower bound: whatever a replica holds of the
-            # old history beyond it may have been written after the fork.
-            self._set_history(group, "", group.durable.replid2, target_info.offset + 1)
+            # old history beyond it may have been written after the fork. The history it
+            # forked from is the one it was on (Redis makes that its replid2), which may be
+            # newer than ours if the previous primary was lost before we read its new replid
+            # (chaos schedule:1014: two failovers within 5 s).
+            parent = target_info.replid or group.durable.replid2
+            self._set_history(group, "", parent, target_info.offset + 1)
         self._ask_info(group, group.instances[new])  # learn its new replid now, not in a period
         self._fire(group, Trigger.PROMOTED)
         # Repoint every other replica that answers, and the old primary if it answers.

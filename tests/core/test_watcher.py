@@ -813,3 +813,38 @@ def test_no_vote_for_a_newer_epoch_while_our_promotion_is_in_flight() -> None:
     assert not rig.request_vote("w3", epoch + 1).granted
     rig.run(2.0)  # the promotion is confirmed and committed
     assert rig.view().address == rig.promotes[0][1] and rig.view().config_epoch == epoch
+
+
+def test_the_fork_is_recorded_on_the_history_the_promoted_replica_was_on() -> None:
+    # Chaos schedule:1014: the previous primary was lost before anyone read its new
+    # replication id, so our record still names its predecessor's history. The promoted
+    # replica had already resynced to the newer one (its replid), and that is what Redis
+    # makes its replid2: the fork point must be recorded on it, not on our stale record.
+    durable = DurableState(
+        {
+            NAME: PrimaryDurable(
+                current_epoch=1,
+                config_epoch=1,
+                address=P,
+                replid="",
+                replid2="history-1",
+                fork=500,
+                known=(P, R1),
+            )
+        }
+    )
+    nodes = {
+        P: FakeRedis(primary_info(), mode="refused"),
+        R1: FakeRedis(replica_info(offset=700, run_id="run-r1", replid="history-2", replid2="history-1")),
+    }
+    rig = Rig(watcher_settings(), nodes, durable=durable)
+    rig.run(0.5)
+    rig.gossip("w2", says_down=True, current_epoch=1, config_epoch=1)
+    rig.run_until(lambda: rig.vote_requests(), limit=3.0)
+    rig.grant("w2", rig.vote_requests()[-1].epoch)
+    rig.run_until(lambda: rig.promotes, limit=3.0, step=0.0005)  # the answer is 1 ms away
+    rig.nodes[R1].mode = "hang"  # its next INFO (which would tell the truth anyway) stays out
+    rig.run(0.01)  # the promotion is answered and committed
+    history = rig.watcher.disk.get(NAME)
+    assert history.address == R1
+    assert (history.replid2, history.fork) == ("history-2", 701)
