@@ -768,16 +768,6 @@ class Watcher:
         fo = group.failover
         return fo is not None and fo.phase in (Phase.PROMOTE, Phase.VERIFY)
 
-    def _primary_recovered(self, group: _Group) -> bool:
-        """The primary answers again, is a primary, and nothing else marks it failing."""
-        primary = group.instances[group.address]
-        return (
-            not group.primary_down
-            and primary.detector.positively_alive()
-            and primary.info is not None
-            and primary.info.role is Role.PRIMARY
-        )
-
     def _primary_failing_here(self, group: _Group) -> bool:
         """Our own evidence that the primary is gone, enough to vote for a failover: it is
         subjectively down here, or our last probe was refused or reset (a crash)."""
@@ -954,7 +944,7 @@ class Watcher:
         assert fo is not None and fo.select_asked_at is not None
         now = self._now
         s = group.settings
-        if not fo.forced and not fo.switchover and self._primary_recovered(group):
+        if not fo.forced and not fo.switchover and self.primary_is_live(group.name):
             # The reason for the failover is gone before the point of no return (the fence
             # wait makes this phase last seconds): keep the primary, do not demote it.
             self._fire(group, Trigger.RECOVERED)
