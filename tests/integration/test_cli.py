@@ -205,6 +205,7 @@ def test_metrics_health_ready_and_topology_on_a_live_cluster(
     redis_cluster: Callable[..., RedisCluster],
 ) -> None:
     import shutil
+    import urllib.error
     import urllib.request
 
     redis = redis_cluster(replicas=2)
@@ -215,8 +216,14 @@ def test_metrics_health_ready_and_topology_on_a_live_cluster(
         base = f"http://127.0.0.1:{cluster.metrics_ports[0]}"
 
         def get(path: str) -> tuple[int, str]:
-            with urllib.request.urlopen(base + path, timeout=3) as response:
-                return response.status, response.read().decode()
+            try:
+                with urllib.request.urlopen(base + path, timeout=3) as response:
+                    return response.status, response.read().decode()
+            except urllib.error.HTTPError as exc:
+                # /ready answers 503 until the first full cycle: close the error's response,
+                # or its socket is reported unclosed when the exception is collected.
+                with exc:
+                    return exc.code, exc.read().decode()
 
         wait_until(lambda: get("/ready")[0] == 200, 10, "/ready")
         assert get("/health")[0] == 200
