@@ -39,11 +39,18 @@ class Probe:
 
 @dataclass(frozen=True, slots=True)
 class QueryInfo:
-    """INFO (server + replication); answer with InfoReply or InfoFailed within `timeout`."""
+    """INFO (server + replication); answer with InfoReply or InfoFailed within `timeout`.
+
+    With `freeze` > 0 (a replica, during the selection of a promotion), first CLIENT PAUSE
+    <freeze s> WRITE on it, best effort: a paused replica stops applying its primary's stream
+    and stops acknowledging it, so the offset this INFO reports is final and every write a
+    client had confirmed with WAIT is at or below it. The pause ends with the replica's
+    ReplicaOf or Promote, with Unfreeze on an abort, or by itself after `freeze` seconds."""
 
     primary: str
     address: Address
     timeout: float
+    freeze: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +72,9 @@ class SendVoteReply:
 
 @dataclass(frozen=True, slots=True)
 class Promote:
-    """REPLICAOF NO ONE on the replica, then CLIENT KILL TYPE normal / pubsub, then ROLE to
-    confirm it reports `master`, all in one step; answer with PromoteDone."""
+    """REPLICAOF NO ONE on the replica, then CLIENT UNPAUSE (it may be frozen by the
+    selection), CLIENT KILL TYPE normal / pubsub, then ROLE to confirm it reports `master`,
+    all in one step; answer with PromoteDone."""
 
     primary: str
     address: Address
@@ -108,14 +116,29 @@ class Switchover:
 
 @dataclass(frozen=True, slots=True)
 class ReplicaOf:
-    """REPLICAOF target on the instance, then CLIENT KILL TYPE normal / pubsub; answer with
-    ReplicaOfDone. Used to repoint replicas and to demote a returning old primary."""
+    """MULTI, CLIENT UNPAUSE, REPLICAOF target, EXEC on the instance, then CLIENT KILL TYPE
+    normal / pubsub; answer with ReplicaOfDone. Used to repoint replicas and to demote a
+    returning old primary.
+
+    The unpause and the REPLICAOF run as one transaction because Redis does not keep the
+    replication state (replid, offset) of a master link that is blocked by a pause when the
+    link is dropped: a frozen replica repointed without the unpause needs a full resync, and
+    one unpaused before the REPLICAOF would first apply the old primary's stream (writes the
+    new primary never saw, so again a full resync)."""
 
     primary: str
     address: Address
     target: Address
     epoch: int
     timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Unfreeze:
+    """CLIENT UNPAUSE on a replica frozen by an aborted selection; best effort, no answer."""
+
+    primary: str
+    address: Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,5 +162,6 @@ Action = (
     | Switchover
     | ReplicaOf
     | Fence
+    | Unfreeze
     | Publish
 )
