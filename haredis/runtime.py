@@ -4,10 +4,15 @@ feeds them to the Watcher one at a time, and carries out the actions that come b
 Rules it keeps:
 * One event at a time. `feed` is synchronous and never awaits, so the core is never
   re-entered; everything slow (Redis commands) runs in tasks that feed their result back.
-* Actions run in order, and PersistState is a barrier: it is written (fsync + rename)
-  synchronously before the next action of the batch runs. If the write fails, the rest of
-  the batch is dropped and the runtime stops: a watcher that cannot remember its votes must
-  not hand any out.
+* Actions run in order, and PersistState is a barrier: nothing after it runs before the
+  state is durable (fsync + rename). The write is a group commit done off the event loop
+  (see `_commit`): every action that follows a pending PersistState, in its batch or in any
+  later one, waits in order until a write covering it is done; one write carries the state
+  of every batch fed meanwhile, so a burst of votes costs one fsync, not one each, and the
+  loop keeps reading messages while the disk works. Until the write is done the snapshot
+  (what clients and the CLI read) is not rebuilt either, so no one learns a vote, an epoch
+  or a topology before it is on disk. If a write fails, everything held is dropped and the
+  runtime stops: a watcher that cannot remember its votes must not hand any out.
 * A task per Redis command, one connection per instance and purpose (probe, info, command),
   so one slow or dead instance never delays another, and a slow INFO never delays a PING.
 * The loop survives: an unexpected exception in a cycle or an action is logged and the loop
@@ -17,10 +22,12 @@ Rules it keeps:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -151,6 +158,17 @@ class Runtime:
         self.stats = Stats()
         self.fatal: BaseException | None = None
         self.stopped = asyncio.Event()
+        # Group commit (see _commit): PersistStates seen and known durable, the newest state
+        # to write, and the actions waiting, each with the number of PersistStates before it.
+        self._persist_seq = 0
+        self._durable_seq = 0
+        self._newest_state: DurableState | None = None
+        self._held: collections.deque[tuple[int, Action]] = collections.deque()
+        self._commit_scheduled = False
+        self._writing: asyncio.Future[None] | None = None
+        # One thread: writes never overlap, so an older state can never land after a newer.
+        self._writer: ThreadPoolExecutor | None = None
+        self._closed = False  # after close(): writes are synchronous again
 
     # ------------------------------------------------------------------ feeding the core
 
@@ -172,18 +190,101 @@ class Runtime:
         self.run_actions(actions)
 
     def run_actions(self, actions: list[Action]) -> None:
-        """Execute a batch from the core in order; a failed PersistState stops everything."""
+        """Execute a batch from the core in order. A PersistState is handed to the group commit
+        and every action after it waits until it is durable (so does everything after a
+        batch still waiting); a failed write stops everything."""
         for action in actions:
-            try:
-                self._execute(action)
-            except PersistFailed as exc:
-                self.fatal = exc
-                log.critical("cannot persist state, stopping", extra={"error": str(exc.__cause__)})
-                self.stopped.set()
+            if self.fatal is not None:
                 return
-            except Exception:
-                self.stats.action_errors += 1
-                log.exception("action failed", extra={"action": type(action).__name__})
+            self.stats.actions += 1
+            if isinstance(action, PersistState):
+                self._persist_seq += 1
+                self._newest_state = action.state
+                self._schedule_commit()
+            elif self.commit_pending:
+                self._held.append((self._persist_seq, action))
+            else:
+                self._run_action(action)
+
+    def _run_action(self, action: Action) -> None:
+        try:
+            self._execute(action)
+        except Exception:
+            self.stats.action_errors += 1
+            log.exception("action failed", extra={"action": type(action).__name__})
+
+    # ------------------------------------------------------------------ group commit
+
+    @property
+    def commit_pending(self) -> bool:
+        """Some PersistState is not durable yet (and the actions after it are held)."""
+        return self._durable_seq < self._persist_seq
+
+    def _schedule_commit(self) -> None:
+        """Write at the end of this loop pass, not now: the events fed in the same pass (a
+        pipelined burst of vote requests, say) then share the write."""
+        if self._commit_scheduled or self._writing is not None:
+            return  # the running write's completion schedules the next one
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or self._closed:  # a synchronous caller, or shut down: write now
+            self._commit_now()
+            return
+        self._commit_scheduled = True
+        loop.call_soon(self._commit)
+
+    def _commit(self) -> None:
+        """Start writing the newest state in the writer thread. The write covers every
+        PersistState seen so far: each is a whole DurableState, later ones include the
+        changes of the earlier ones, so writing only the newest one is enough."""
+        self._commit_scheduled = False
+        if self._closed or self.fatal is not None or not self.commit_pending or self._writing is not None:
+            return
+        state, seq = self._newest_state, self._persist_seq
+        assert state is not None
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="haredis-state")
+        loop = asyncio.get_running_loop()
+        self._writing = loop.run_in_executor(self._writer, self._persist, state)
+        self._writing.add_done_callback(lambda done: self._written(seq, done))
+
+    def _commit_now(self) -> None:
+        state, seq = self._newest_state, self._persist_seq
+        assert state is not None
+        try:
+            self._persist(state)
+        except Exception as exc:
+            self._persist_failed(exc)
+            return
+        self._durable(seq)
+
+    def _written(self, seq: int, done: asyncio.Future[None]) -> None:
+        self._writing = None
+        if done.cancelled():
+            return  # only on close: what is held is dropped, as in a crash
+        exc = done.exception()
+        if exc is not None:
+            self._persist_failed(exc)
+            return
+        self._durable(seq)
+        if self.commit_pending:
+            self._schedule_commit()
+
+    def _durable(self, seq: int) -> None:
+        """PersistStates up to `seq` are on disk: release what waited for them, in order."""
+        self._durable_seq = max(self._durable_seq, seq)
+        self._snapshot_stale = True
+        while self._held and self._held[0][0] <= self._durable_seq and self.fatal is None:
+            self._run_action(self._held.popleft()[1])
+
+    def _persist_failed(self, exc: BaseException) -> None:
+        self.fatal = PersistFailed(str(exc))
+        self.fatal.__cause__ = exc
+        self._held.clear()
+        log.critical("cannot persist state, stopping", extra={"error": str(exc)})
+        self.stopped.set()
 
     @property
     def snapshot(self) -> Snapshot:
@@ -195,6 +296,12 @@ class Runtime:
         return self._snapshot
 
     def refresh_snapshot(self) -> Snapshot:
+        """Rebuild the snapshot now, unless a state write is pending: the core may hold a
+        vote, an epoch or a topology that is not on disk yet, which no client may see. The
+        snapshot is then rebuilt when first asked for after the write."""
+        if self.commit_pending:
+            self._snapshot_stale = True
+            return self._snapshot
         self._snapshot = self.watcher.snapshot()
         self._snapshot_stale = False
         return self._snapshot
@@ -202,13 +309,8 @@ class Runtime:
     # ------------------------------------------------------------------ executing actions
 
     def _execute(self, action: Action) -> None:
-        self.stats.actions += 1
+        """One action other than PersistState (run_actions hands those to the commit)."""
         match action:
-            case PersistState(state):
-                try:
-                    self._persist(state)
-                except Exception as exc:
-                    raise PersistFailed(str(exc)) from exc
             case Probe():
                 self._spawn(self._probe(action))
             case QueryInfo():
@@ -488,7 +590,21 @@ class Runtime:
         )
 
     async def close(self, grace: float) -> None:
-        """Let in-flight Redis commands finish for `grace` seconds, then cancel; close links."""
+        """Let in-flight Redis commands finish for `grace` seconds, then cancel; close links.
+        A state write under way is waited for (the caller may write the final state after
+        us: an older state must not land on top of it) and what waited for it runs; a
+        write not started yet is done now, and what waited for it is dropped, as in a
+        crash right after the write."""
+        self._closed = True
+        if self._writing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._writing)
+        self._held.clear()
+        if self.commit_pending and self.fatal is None:
+            self._commit_now()  # scheduled but not started
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:
