@@ -59,6 +59,7 @@ import hmac
 import inspect
 import json
 import logging
+import math
 import random
 import re
 import ssl as ssl_module
@@ -88,6 +89,13 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Messages a link keeps for its peer. Sized for the worst burst, not the usual trickle: when a
+# host holding the primaries of many groups dies, every watcher sends each peer a vote request
+# and a vote reply per group within one election round; a queue smaller than that drops votes
+# and the elections that needed them wait for their timeout. Old messages leave by max_age.
+DEFAULT_QUEUE_SIZE = 4096
+DROP_LOG_INTERVAL = 10.0
 
 PEER_COMMAND: Final = "HAREDIS.PEER"
 _MAGIC: Final = b"HP1"
@@ -688,7 +696,7 @@ class PeerLink:
         password: str | None = None,
         username: str | None = None,
         ssl: ssl_module.SSLContext | None = None,
-        queue_size: int = 64,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
         max_age: float = 2.0,
         connect_timeout: float = 1.0,
         reply_timeout: float = 2.0,
@@ -719,6 +727,8 @@ class PeerLink:
         self._closed = False
         self._last_refusal = ""
         self._last_refusal_at = 0.0
+        self._drops_logged = 0  # `dropped` when last logged
+        self._drops_logged_at = -math.inf
 
     def __repr__(self) -> str:
         return f"<PeerLink {self.address} up={self.up} queued={len(self._queue)}>"
@@ -755,6 +765,7 @@ class PeerLink:
             victim = next((item for item in self._queue if isinstance(item.message, Gossip)), self._queue[0])
             self._queue.remove(victim)
             self.dropped += 1
+            self._log_drops(now)
         outgoing = _Outgoing(message, recipient, now)
         if isinstance(message, Gossip):
             self._queue.append(outgoing)
@@ -765,6 +776,19 @@ class PeerLink:
             )
             self._queue.insert(first_gossip, outgoing)
         self._wakeup.set()
+
+    def _log_drops(self, now: float) -> None:
+        """A full queue loses votes, and lost votes cost elections their timeout: say so, at
+        most every DROP_LOG_INTERVAL seconds per link."""
+        if now - self._drops_logged_at < DROP_LOG_INTERVAL:
+            return
+        log.warning(
+            "peer queue full, dropped the oldest messages peer=%s dropped=%d queue_size=%d",
+            self.address,
+            self.dropped - self._drops_logged,
+            self.queue_size,
+        )
+        self._drops_logged, self._drops_logged_at = self.dropped, now
 
     async def close(self) -> None:
         self._closed = True
@@ -923,10 +947,11 @@ class PeerLink:
         return None
 
 
-# Messages written before their replies are read. Small: a receiver that dies mid-batch costs
+# Messages written before their replies are read: a burst (a vote request and a reply for
+# each of many primaries) crosses in a few round trips. A receiver that dies mid-batch costs
 # at most this many retries, each of which the core tolerates (gossip is state, votes are
 # idempotent).
-_PIPELINE = 16
+_PIPELINE = 64
 
 
 def _merge_gossip(old: Gossip, new: Gossip) -> Gossip:
@@ -960,7 +985,7 @@ class PeerMesh:
         password: str | None = None,
         username: str | None = None,
         ssl: ssl_module.SSLContext | None = None,
-        queue_size: int = 64,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
         max_age: float = 2.0,
         connect_timeout: float = 1.0,
         reply_timeout: float = 2.0,

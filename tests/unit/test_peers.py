@@ -409,6 +409,38 @@ async def test_link_queue_puts_votes_first_merges_gossip_and_never_blocks() -> N
     await link.close()
 
 
+async def test_link_queue_holds_a_vote_round_for_many_primaries() -> None:
+    # A host holding the primaries of many groups dies: within one election round a watcher
+    # sends each peer a vote request and a reply per group. None of them may be dropped (a
+    # lost vote costs its election the whole timeout), and they stay in order ahead of gossip.
+    link = PeerLink(Address("127.0.0.1", 9), signer())
+    primaries = [f"g{i:04d}" for i in range(1000)]
+    link.send(GOSSIP)
+    for name in primaries:
+        link.send(replace(REQUEST, primary=name))
+        link.send(replace(REPLY, primary=name))
+        link.send(GOSSIP)  # merged into the one queued gossip
+    assert link.dropped == 0
+    queued = [item.message for item in link._queue]
+    assert len(queued) == 2 * len(primaries) + 1
+    assert [m.primary for m in queued[:-1] if isinstance(m, VoteRequest)] == primaries
+    assert isinstance(queued[-1], Gossip)
+    await link.close()
+
+
+async def test_a_full_queue_is_logged_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    link = PeerLink(Address("127.0.0.1", 9), signer(), queue_size=2)
+    with caplog.at_level("WARNING", logger="haredis.peers"):
+        for epoch in range(1, 7):
+            link.send(replace(REQUEST, epoch=epoch))
+    assert link.dropped == 4
+    warnings = [r.getMessage() for r in caplog.records if "peer queue full" in r.getMessage()]
+    assert len(warnings) == 1  # the first drop is reported, the rest wait for the next interval
+    assert "dropped=1" in warnings[0] and "queue_size=2" in warnings[0]
+    assert [item.message.epoch for item in link._queue] == [5, 6]  # type: ignore[union-attr]
+    await link.close()
+
+
 async def test_link_drops_messages_that_waited_too_long() -> None:
     link = PeerLink(Address("127.0.0.1", 9), signer(), max_age=0.05)
     link.send(GOSSIP)
