@@ -512,6 +512,32 @@ class RedisLink:
         )
         self._raise_if_error(results[0], command)
 
+    async def freeze(
+        self, freeze_target: Address, timeout: float
+    ) -> tuple[InstanceInfo, InstanceInfo | None]:
+        """Detach a replica from its primary for a failover's selection: INFO, then (only if
+        it reports role slave) MULTI: REPLICAOF freeze_target, INFO, EXEC. Returns both INFOs
+        (the second is None when the instance was not a replica and was left alone).
+
+        Nothing listens at freeze_target, so the replica stops receiving, applying and
+        acknowledging its old primary's writes and keeps its replid and offset: the second
+        INFO's offset is final, and a later REPLICAOF of the new primary resyncs partially.
+        The first INFO tells when it last heard from the old primary.
+        """
+        before = await self.info(timeout)
+        if before.role is not Role.REPLICA:
+            return before, None
+        command: _Command = ("REPLICAOF", _check_host(freeze_target.host), freeze_target.port)
+        info_command: _Command = ("INFO", "server", "replication", "keyspace")
+        results = await self._transaction(timeout, [command, info_command])
+        self._raise_if_error(results[0], command)
+        self._raise_if_error(results[1], info_command)
+        return before, instance_info(_as_text(results[1], "INFO"))
+
+    async def reattach(self, target: Address, timeout: float) -> None:
+        """``REPLICAOF target`` alone: end a freeze without touching the replica's clients."""
+        await self._ok(timeout, ("REPLICAOF", _check_host(target.host), target.port))
+
     async def failover_to(
         self, target: Address, timeout_ms: int, force: bool = False, *, timeout: float
     ) -> None:

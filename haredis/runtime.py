@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from haredis.core.actions import (
+    FREEZE_TARGET,
     Action,
     Fence,
     PersistState,
@@ -44,6 +45,7 @@ from haredis.core.actions import (
     SendGossip,
     SendVoteReply,
     Switchover,
+    Unfreeze,
 )
 from haredis.core.events import (
     Event,
@@ -62,6 +64,9 @@ from haredis.core.model import Address, DurableState, InstanceInfo, Role, Snapsh
 from haredis.core.watcher import Watcher
 
 log = logging.getLogger("haredis.runtime")
+# Reattaching a replica frozen by an aborted selection; if it fails, the steady state repoints
+# it (a replica that follows nothing is misconfigured).
+_UNFREEZE_TIMEOUT = 2.0
 
 # Longest a status line (logs, systemd STATUS=) lags a change that published no event.
 STATUS_PERIOD = 1.0
@@ -80,6 +85,10 @@ class RedisPort(Protocol):
     async def role(self, timeout: float) -> RoleLike: ...
     async def promote(self, timeout: float) -> bool: ...
     async def replicaof(self, target: Address, timeout: float) -> None: ...
+    async def freeze(
+        self, freeze_target: Address, timeout: float
+    ) -> tuple[InstanceInfo, InstanceInfo | None]: ...
+    async def reattach(self, target: Address, timeout: float) -> None: ...
     async def failover_to(
         self, target: Address, timeout_ms: int, force: bool = False, *, timeout: float
     ) -> None: ...
@@ -321,6 +330,8 @@ class Runtime:
                 self._spawn(self._fence(action))
             case ReplicaOf():
                 self._spawn(self._replicaof(action))
+            case Unfreeze():
+                self._spawn(self._unfreeze(action))
             case Switchover():
                 self._spawn(self._switchover(action))
             case SendGossip(gossip, to):
@@ -367,6 +378,9 @@ class Runtime:
             self.feed(ProbeReply(now=self.now(), primary=a.primary, address=a.address, reply=reply))
 
     async def _query_info(self, a: QueryInfo) -> None:
+        if a.freeze:
+            await self._freeze(a)
+            return
         try:
             info = await self.link(a.primary, a.address, "info").info(a.timeout)
         except asyncio.CancelledError:
@@ -376,6 +390,39 @@ class Runtime:
             self.feed(InfoFailed(now=self.now(), primary=a.primary, address=a.address, detail=detail))
         else:
             self.feed(InfoReply(now=self.now(), primary=a.primary, address=a.address, info=info))
+
+    async def _freeze(self, a: QueryInfo) -> None:
+        """QueryInfo(freeze=True): detach the replica, answer with both INFOs (see QueryInfo)."""
+        try:
+            before, after = await self.link(a.primary, a.address, "info").freeze(FREEZE_TARGET, a.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            _, detail = classify(exc)
+            log.warning(
+                "could not freeze replica",
+                extra={"primary": a.primary, "replica": str(a.address), "error": detail},
+            )
+            self.feed(InfoFailed(now=self.now(), primary=a.primary, address=a.address, detail=detail))
+            return
+        info = after if after is not None else before
+        frozen_from = before if after is not None else None
+        self.feed(
+            InfoReply(
+                now=self.now(), primary=a.primary, address=a.address, info=info, before_freeze=frozen_from
+            )
+        )
+
+    async def _unfreeze(self, a: Unfreeze) -> None:
+        try:
+            await self.link(a.primary, a.address, "info").reattach(a.target, _UNFREEZE_TIMEOUT)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "could not reattach frozen replica",
+                extra={"primary": a.primary, "replica": str(a.address), "error": classify(exc)[1]},
+            )
 
     async def _promote(self, a: Promote) -> None:
         detail = ""

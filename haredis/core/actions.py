@@ -41,16 +41,23 @@ class Probe:
 class QueryInfo:
     """INFO (server + replication); answer with InfoReply or InfoFailed within `timeout`.
 
-    With `freeze` > 0 (a replica, during the selection of a promotion), first CLIENT PAUSE
-    <freeze s> WRITE on it, best effort: a paused replica stops applying its primary's stream
-    and stops acknowledging it, so the offset this INFO reports is final and every write a
-    client had confirmed with WAIT is at or below it. The pause ends with the replica's
-    ReplicaOf or Promote, with Unfreeze on an abort, or by itself after `freeze` seconds."""
+    With `freeze` (a replica, during the selection of a promotion): in one round trip, INFO,
+    then REPLICAOF FREEZE_TARGET (detach it from its primary: nothing listens there), then
+    INFO again; answer with InfoReply(info=<the second>, before_freeze=<the first>). A
+    detached replica neither applies nor acknowledges its old primary's writes, so the offset
+    it reports is final and every write a client confirmed with WAIT is at or below the
+    freshest one's; it keeps its replication state, so a later REPLICAOF of the new primary is
+    a partial resync. The first INFO tells when it last heard from the old primary (the write
+    fence's lease). Only a ReplicaOf, a Promote or an Unfreeze ends a freeze.
+
+    (CLIENT PAUSE WRITE looks like a lighter freeze and is not: Redis 7.0 leaves a paused
+    replica's master link blocked on the postponed command, and a replica repointed in that
+    state never applies its new primary's stream, or needs a full resync.)"""
 
     primary: str
     address: Address
     timeout: float
-    freeze: float = 0.0
+    freeze: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +79,8 @@ class SendVoteReply:
 
 @dataclass(frozen=True, slots=True)
 class Promote:
-    """REPLICAOF NO ONE on the replica, then CLIENT UNPAUSE (it may be frozen by the
-    selection), CLIENT KILL TYPE normal / pubsub, then ROLE to confirm it reports `master`,
-    all in one step; answer with PromoteDone."""
+    """REPLICAOF NO ONE on the replica, then CLIENT KILL TYPE normal / pubsub, then ROLE to
+    confirm it reports `master`, all in one step; answer with PromoteDone."""
 
     primary: str
     address: Address
@@ -116,15 +122,8 @@ class Switchover:
 
 @dataclass(frozen=True, slots=True)
 class ReplicaOf:
-    """MULTI, CLIENT UNPAUSE, REPLICAOF target, EXEC on the instance, then CLIENT KILL TYPE
-    normal / pubsub; answer with ReplicaOfDone. Used to repoint replicas and to demote a
-    returning old primary.
-
-    The unpause and the REPLICAOF run as one transaction because Redis does not keep the
-    replication state (replid, offset) of a master link that is blocked by a pause when the
-    link is dropped: a frozen replica repointed without the unpause needs a full resync, and
-    one unpaused before the REPLICAOF would first apply the old primary's stream (writes the
-    new primary never saw, so again a full resync)."""
+    """REPLICAOF target on the instance, then CLIENT KILL TYPE normal / pubsub; answer with
+    ReplicaOfDone. Used to repoint replicas and to demote a returning old primary."""
 
     primary: str
     address: Address
@@ -135,10 +134,17 @@ class ReplicaOf:
 
 @dataclass(frozen=True, slots=True)
 class Unfreeze:
-    """CLIENT UNPAUSE on a replica frozen by an aborted selection; best effort, no answer."""
+    """REPLICAOF `target` (the primary it followed) on a replica an aborted selection froze,
+    so it resumes where it stopped (a partial resync); best effort, no answer."""
 
     primary: str
     address: Address
+    target: Address
+
+
+# Where a frozen replica is pointed: a port nothing can listen on (connects are refused at
+# once). An operator who sees it in INFO (master_port:0) sees a selection in progress.
+FREEZE_TARGET = Address("127.0.0.1", 0)
 
 
 @dataclass(frozen=True, slots=True)

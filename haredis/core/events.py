@@ -55,6 +55,8 @@ class InfoReply:
     primary: str
     address: Address
     info: InstanceInfo
+    # QueryInfo(freeze=True): the INFO read just before the replica was detached.
+    before_freeze: InstanceInfo | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -124,6 +124,11 @@ class Failover:
     fence_wait_started: float | None = None  # when SELECT began waiting out the write fence
     target: Address | None = None
     select_asked_at: float | None = None  # when fresh INFO was requested for selection
+    select_frozen: bool = False  # that request froze (detached) the replicas first
+    # Replicas frozen by this attempt and when; a ReplicaOf or the Promote ends a freeze, an
+    # abort ends them all (Unfreeze). With the last contact each had with the old primary.
+    frozen: dict[Address, float] = field(default_factory=dict)
+    frozen_contact: dict[Address, float] = field(default_factory=dict)
     promote_sent_at: float | None = None
     # RECONF bookkeeping: instances to repoint, those sent (with when) and those done.
     to_reconf: list[Address] = field(default_factory=list)

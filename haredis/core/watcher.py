@@ -59,6 +59,7 @@ from haredis.core.actions import (
     SendGossip,
     SendVoteReply,
     Switchover,
+    Unfreeze,
 )
 from haredis.core.agreement import PeerTable
 from haredis.core.detector import Detector
@@ -439,6 +440,8 @@ class Watcher:
         inst.info_at = now
         inst.info_asked_at = None
         info = event.info
+        if event.before_freeze is not None:
+            self._note_freeze(group, event.address, event.before_freeze)
         self._keep_fence(group, inst)
         if event.address == group.address and info.role is Role.PRIMARY:
             empty = self._restarted_empty(group, info)
@@ -527,6 +530,8 @@ class Watcher:
         if old.detector.positively_alive():
             return 0.0  # we reach it: the promotion pauses and demotes it first (Promote.fence_old)
         last_contact = old.detector.last_ok if old.detector.last_ok is not None else -math.inf
+        for contact in fo.frozen_contact.values():
+            last_contact = max(last_contact, contact)
         for inst in group.replicas():
             info = inst.info
             if info is None or inst.info_at is None or info.role is not Role.REPLICA:
@@ -543,6 +548,20 @@ class Watcher:
         if last_contact == -math.inf:
             return 0.0
         return max(0.0, last_contact + s.fence_lease - self._now)
+
+    def _note_freeze(self, group: _Group, address: Address, before: InstanceInfo) -> None:
+        """A replica was detached for selection: keep when it last heard from the old primary
+        (its INFO from just before) for the fence's lease; its INFO now shows no primary."""
+        fo = group.failover
+        if fo is None or address not in fo.frozen:
+            return
+        old = fo.old_primary or group.address
+        if before.role is not Role.REPLICA or before.master != old:
+            return  # already detached by an earlier round: the first one's record stands
+        if before.link_up:
+            fo.frozen_contact[address] = self._now - before.last_io_seconds
+        elif before.link_down_seconds > 0:
+            fo.frozen_contact[address] = self._now - before.link_down_seconds
 
     def _on_info_failed(self, event: InfoFailed) -> None:
         group = self._groups.get(event.primary)
@@ -713,9 +732,9 @@ class Watcher:
             if inst.info_asked_at is None and now - last_info >= info_period:
                 self._ask_info(group, inst)
 
-    def _ask_info(self, group: _Group, inst: _Instance) -> None:
+    def _ask_info(self, group: _Group, inst: _Instance, *, freeze: bool = False) -> None:
         inst.info_asked_at = self._now
-        self._emit(QueryInfo(group.name, inst.address, timeout=group.settings.info_period))
+        self._emit(QueryInfo(group.name, inst.address, timeout=group.settings.info_period, freeze=freeze))
 
     # ------------------------------------------------------------------ evaluation
 
@@ -841,6 +860,7 @@ class Watcher:
                 fo.enter(fo.phase, self._now)  # close the last phase's duration
                 self._emit(Publish("+failover-summary", _summary(group, fo, self._now)))
             if row.aborted:
+                self._thaw(group, fo)
                 # Randomised, and the window doubles with every attempt lost in a row (up to
                 # 16x): when message latency outgrows the window (a CPU-starved host running
                 # many elections at once), candidates that keep splitting the vote spread out
@@ -894,13 +914,36 @@ class Watcher:
     def _promote_timeout(self, group: _Group) -> float:
         return min(group.settings.failover_timeout, max(1.0, 3 * group.settings.ping_period))
 
-    def _begin_selection(self, group: _Group) -> None:
+    def _begin_selection(self, group: _Group, *, freeze: bool = True) -> None:
+        """Ask every reachable replica for fresh INFO. For a promotion, freeze them first
+        (detach them from the old primary, in the same step): a replica that still hears the old primary (cut
+        off from us, not from them) would otherwise keep applying and acknowledging its writes
+        while we choose, get ahead of the replica we promote and lose, in the full resync that
+        follows, writes a client had confirmed with WAIT. Frozen, the freshest replica's offset
+        is final and holds every confirmed write. A switchover needs none of it: Redis's
+        FAILOVER pauses writes on the primary itself. A frozen replica stays detached until
+        it is promoted or repointed (RECONF), or the attempt aborts (Unfreeze): with no
+        expiry, one waiting for its parallel_syncs turn cannot confirm stray writes either."""
         fo = group.failover
         assert fo is not None
-        fo.select_asked_at = self._now
+        now = self._now
+        fo.select_asked_at = now
+        fo.select_frozen = freeze and not fo.switchover
         for inst in group.replicas():
             if not inst.detector.down:
-                self._ask_info(group, inst)
+                self._ask_info(group, inst, freeze=fo.select_frozen)
+                if fo.select_frozen:
+                    fo.frozen.setdefault(inst.address, now)
+
+    def _thaw(self, group: _Group, fo: Failover) -> None:
+        """Reattach every replica the attempt froze to the old primary (an abort, or a lag
+        wait that lets them catch up): each resumes where it stopped."""
+        old = fo.old_primary or group.address
+        for address in fo.frozen:
+            if address != fo.target:
+                self._emit(Unfreeze(group.name, address, old))
+        fo.frozen.clear()
+        fo.frozen_contact.clear()
 
     def rank_candidates(self, primary: str) -> list[selection.Verdict]:
         """Every replica with its verdict, best first, as selection would see it now."""
@@ -970,12 +1013,18 @@ class Watcher:
         choice = selection.best(selection.within_lag(verdicts, s.max_lag_bytes))
         if choice is None:
             # Every eligible replica lags more than max_lag_bytes: give them lag_wait to
-            # catch up (re-reading INFO each period), then give up rather than lose data.
+            # catch up (unfrozen, re-reading INFO each period), then give up rather than
+            # lose data.
             if now - fo.phase_since < s.lag_wait:
+                self._thaw(group, fo)
                 if waited >= s.ping_period:
-                    self._begin_selection(group)
+                    self._begin_selection(group, freeze=False)
                 return
             self._fire(group, Trigger.NO_CANDIDATE)
+            return
+        if not fo.select_frozen:
+            # Caught up on live offsets: freeze and read them once more before choosing.
+            self._begin_selection(group)
             return
         fence_wait = self._fence_wait(group)
         if fence_wait > 0:

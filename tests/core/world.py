@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from haredis.core.actions import (
+    FREEZE_TARGET,
     Action,
     Fence,
     PersistState,
@@ -25,6 +27,7 @@ from haredis.core.actions import (
     SendGossip,
     SendVoteReply,
     Switchover,
+    Unfreeze,
 )
 from haredis.core.events import (
     Event,
@@ -83,6 +86,19 @@ class World:
     promotions: list[tuple[float, str, Address, int]] = field(default_factory=list)
     fences: list[tuple[float, str, Address]] = field(default_factory=list)
     fenced_old: list[tuple[float, str, Address, bool]] = field(default_factory=list)
+    # Nodes the watchers cannot reach although they are up and their replicas hear them.
+    cut_from_watchers: set[Address] = field(default_factory=set)
+    freezes: list[tuple[float, str, Address]] = field(default_factory=list)
+    # The highest offset of each history that a replica acknowledged (what WAIT 1 confirmed),
+    # and the offset each promoted replica's new history forked from its old one.
+    acked: dict[str, int] = field(default_factory=dict)
+    fork_offsets: dict[Address, int] = field(default_factory=dict)
+    # A client writing (with WAIT 1) to a primary: bytes per tick, written before every tick.
+    streams: dict[Address, int] = field(default_factory=dict)
+    # REPLICAOF takes effect this long after it is sent (the network, parallel_syncs' queue):
+    # until then the replica still follows, and acknowledges, its old primary.
+    replicaof_delay: float = 0.0
+    _effects: list[tuple[float, int, Callable[[], None]]] = field(default_factory=list)
     _queue: list[tuple[float, int, str, Event]] = field(default_factory=list)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -115,6 +131,20 @@ class World:
             node.keys, node.offset = 0, 0
             node.replid, node.replid2 = f"history-{address.host}-restart-{self.now}", ""
 
+    def write(self, primary: Address, size: int) -> None:
+        """A client writes `size` bytes to `primary` and waits for one replica (WAIT 1):
+        every replica that follows it (a frozen one follows nothing) applies and acknowledges
+        them."""
+        node = self.nodes[primary]
+        if not node.alive or node.paused or node.writes_paused or node.role is not Role.PRIMARY:
+            return
+        node.offset += size
+        for replica in self.nodes.values():
+            following = replica.role is Role.REPLICA and replica.master == primary
+            if following and replica.alive and not replica.paused:
+                replica.offset = node.offset
+                self.acked[node.replid] = max(self.acked.get(node.replid, 0), node.offset)
+
     def stop_watcher(self, name: str) -> None:
         self.down_watchers.add(name)
 
@@ -133,6 +163,10 @@ class World:
                 self.now = max(self.now, at)
                 self._deliver(name, event)
             self.now = next_tick
+            while self._effects and self._effects[0][0] <= self.now:
+                heapq.heappop(self._effects)[2]()
+            for primary, size in self.streams.items():
+                self.write(primary, size)
             for name in sorted(self.watchers):
                 self._deliver(name, Tick(now=self.now))
             next_tick = round(next_tick + tick, 9)
@@ -155,22 +189,48 @@ class World:
             case Probe(primary, address, timeout):
                 node = self.nodes.get(address)
                 if node is None or not node.alive:
-                    self._later(0.001, name, ProbeFailed(now=now, primary=primary, address=address,
-                                                          kind=FailureKind.REFUSED))
-                elif node.paused:
-                    self._later(timeout, name, ProbeFailed(now=now + timeout, primary=primary,
-                                                            address=address, kind=FailureKind.TIMEOUT))
+                    self._later(
+                        0.001,
+                        name,
+                        ProbeFailed(now=now, primary=primary, address=address, kind=FailureKind.REFUSED),
+                    )
+                elif node.paused or address in self.cut_from_watchers:
+                    self._later(
+                        timeout,
+                        name,
+                        ProbeFailed(
+                            now=now + timeout, primary=primary, address=address, kind=FailureKind.TIMEOUT
+                        ),
+                    )
                 else:
-                    self._later(0.001, name, ProbeReply(now=now, primary=primary, address=address,
-                                                         reply="PONG"))
-            case QueryInfo(primary, address, timeout):
+                    self._later(
+                        0.001, name, ProbeReply(now=now, primary=primary, address=address, reply="PONG")
+                    )
+            case QueryInfo(primary, address, timeout, freeze):
                 node = self.nodes.get(address)
-                if node is None or not node.alive or node.paused:
-                    self._later(0.001 if node is None or not node.alive else timeout, name,
-                                InfoFailed(now=now, primary=primary, address=address))
+                if node is None or not node.alive or node.paused or address in self.cut_from_watchers:
+                    self._later(
+                        0.001 if node is None or not node.alive else timeout,
+                        name,
+                        InfoFailed(now=now, primary=primary, address=address),
+                    )
+                elif freeze and node.role is Role.REPLICA:
+                    # Detached as the runtime does it: INFO, REPLICAOF FREEZE_TARGET, INFO.
+                    before = self.info(node)
+                    node.master = FREEZE_TARGET
+                    self.freezes.append((now, name, address))
+                    info = self.info(node)
+                    self._later(
+                        0.001,
+                        name,
+                        InfoReply(now=now, primary=primary, address=address, info=info, before_freeze=before),
+                    )
                 else:
-                    self._later(0.001, name, InfoReply(now=now, primary=primary, address=address,
-                                                        info=self.info(node)))
+                    self._later(
+                        0.001,
+                        name,
+                        InfoReply(now=now, primary=primary, address=address, info=self.info(node)),
+                    )
             case SendGossip(gossip, to):
                 for other in self.watchers:
                     if other != name and (to is None or to == other):
@@ -191,6 +251,7 @@ class World:
                     old.writes_paused = True
                 if ok:
                     # As Redis: a new history starts; the old one is remembered as replid2.
+                    self.fork_offsets[address] = node.offset
                     node.role, node.master = Role.PRIMARY, None
                     node.replid2, node.replid = node.replid, f"history-{address.host}-{epoch}"
                     self.promotions.append((now, name, address, epoch))
@@ -200,18 +261,32 @@ class World:
                         old.role, old.master = Role.REPLICA, address
                     old.writes_paused = False
                     self.fenced_old.append((now, name, old.address, ok))
-                self._later(0.001, name, PromoteDone(now=now, primary=primary, address=address,
-                                                      epoch=epoch, role_ok=ok))
+                self._later(
+                    0.001,
+                    name,
+                    PromoteDone(now=now, primary=primary, address=address, epoch=epoch, role_ok=ok),
+                )
             case ReplicaOf(primary, address, target, epoch, _):
                 node = self.nodes[address]
                 ok = node.alive and not node.paused
-                if ok:
+
+                def repoint(node: Node = node, target: Address = target) -> None:
                     node.role, node.master = Role.REPLICA, target
                     new_replid = self.nodes[target].replid
                     if new_replid != node.replid:
                         node.replid2, node.replid = node.replid, new_replid
-                self._later(0.001, name, ReplicaOfDone(now=now, primary=primary, address=address,
-                                                        target=target, epoch=epoch, ok=ok))
+
+                if ok and self.replicaof_delay > 0:
+                    heapq.heappush(self._effects, (now + self.replicaof_delay, next(self._seq), repoint))
+                elif ok:
+                    repoint()
+                self._later(
+                    0.001,
+                    name,
+                    ReplicaOfDone(
+                        now=now, primary=primary, address=address, target=target, epoch=epoch, ok=ok
+                    ),
+                )
             case Switchover(primary, old, target, epoch, _):
                 old_node, new_node = self.nodes[old], self.nodes[target]
                 ok = old_node.alive and new_node.alive and not old_node.paused and not new_node.paused
@@ -223,8 +298,13 @@ class World:
                     old_node.role, old_node.master = Role.REPLICA, target
                     old_node.replid2, old_node.replid = old_node.replid, new_node.replid
                     self.promotions.append((now, name, target, epoch))
-                self._later(0.3, name, SwitchoverDone(now=now, primary=primary, address=target,
-                                                       epoch=epoch, role_ok=ok))
+                self._later(
+                    0.3,
+                    name,
+                    SwitchoverDone(now=now, primary=primary, address=target, epoch=epoch, role_ok=ok),
+                )
+            case Unfreeze(_, address, target):
+                self.nodes[address].master = target
             case Publish(channel, message):
                 self.published.append((now, name, channel, message))
             case Fence(_, address, min_replicas, max_lag):
@@ -240,9 +320,16 @@ class World:
                 for n in self.nodes.values()
                 if n.role is Role.REPLICA and n.master == node.address and n.alive
             )
-            return InstanceInfo(role=Role.PRIMARY, run_id=f"run{node.address.port}", replid=node.replid,
-                                replid2=node.replid2, offset=node.offset, replicas=links,
-                                fence_configured=node.fence is not None, keys=node.keys)
+            return InstanceInfo(
+                role=Role.PRIMARY,
+                run_id=f"run{node.address.port}",
+                replid=node.replid,
+                replid2=node.replid2,
+                offset=node.offset,
+                replicas=links,
+                fence_configured=node.fence is not None,
+                keys=node.keys,
+            )
         master = self.nodes.get(node.master) if node.master else None
         link_up = bool(master and master.alive and not master.paused)
         # As Redis: whole seconds. A stopped primary leaves the link "up" with a growing
@@ -254,11 +341,20 @@ class World:
                 link_up, last_io = True, gone
             else:
                 link_down = max(gone, 1.0)
-        return InstanceInfo(role=Role.REPLICA, run_id=f"run{node.address.port}", replid=node.replid,
-                            replid2=node.replid2, offset=node.offset, master=node.master,
-                            link_up=link_up, link_down_seconds=link_down, last_io_seconds=last_io,
-                            priority=node.priority, fence_configured=node.fence is not None,
-                            keys=node.keys)
+        return InstanceInfo(
+            role=Role.REPLICA,
+            run_id=f"run{node.address.port}",
+            replid=node.replid,
+            replid2=node.replid2,
+            offset=node.offset,
+            master=node.master,
+            link_up=link_up,
+            link_down_seconds=link_down,
+            last_io_seconds=last_io,
+            priority=node.priority,
+            fence_configured=node.fence is not None,
+            keys=node.keys,
+        )
 
     # -- observations
     def events(self, channel: str) -> list[tuple[float, str, str, str]]:
@@ -287,8 +383,14 @@ def make_world(
         R1: Node(R1, Role.REPLICA, master=P, offset=offsets[0], priority=priorities[0]),
         R2: Node(R2, Role.REPLICA, master=P, offset=offsets[1], priority=priorities[1]),
     }
-    ps = PrimarySettings(name="mymaster", address=P, quorum=quorum, down_after=down_after,
-                         min_failover_interval=5.0, fencing=fencing)
+    ps = PrimarySettings(
+        name="mymaster",
+        address=P,
+        quorum=quorum,
+        down_after=down_after,
+        min_failover_interval=5.0,
+        fencing=fencing,
+    )
     names = [f"w{i + 1}" for i in range(watchers)]
     settings = [WatcherSettings(name=n, electorate=watchers, primaries=(ps,)) for n in names]
     return World(nodes=nodes, settings=settings)

@@ -1,0 +1,72 @@
+"""The pre-selection freeze: replicas are detached from the old primary before the leader
+chooses, so the replica it promotes holds every write a client confirmed with WAIT 1.
+
+The instant world's `write` streams to every unfrozen replica of a primary and records the
+highest acknowledged offset per history; a promoted replica records the offset it forked at.
+"""
+
+from __future__ import annotations
+
+from tests.core.world import R1, R2, P, make_world
+
+
+def test_a_primary_cut_off_from_the_watchers_only_loses_no_confirmed_write() -> None:
+    # The old primary keeps streaming to both replicas, which acknowledge its writes, while
+    # the watchers fail it over: the promoted replica must hold every acknowledged write.
+    world = make_world(offsets=(100, 100))
+    world.streams[P] = 10  # before every tick
+    world.replicaof_delay = 0.2
+    world.run(2.0)  # the watchers learn the replicas from the primary
+    world.cut_from_watchers.add(P)
+    world.run(8.0)
+    assert len(world.promotions) == 1
+    new = world.promotions[0][2]
+    assert new in (R1, R2)
+    assert world.acked["history-1"] <= world.fork_offsets[new]
+    # Both replicas were frozen by the leader before it chose, and the other one now follows
+    # the new primary, unfrozen.
+    leader = world.promotions[0][1]
+    assert {a for _, w, a in world.freezes if w == leader} == {R1, R2}
+    other = world.nodes[R2 if new == R1 else R1]
+    assert other.master == new
+
+
+def test_a_dead_primary_is_replaced_by_the_freshest_frozen_replica() -> None:
+    world = make_world(offsets=(90, 100))
+    world.run(2.0)
+    world.kill(P)
+    world.run(6.0)
+    assert [p[2] for p in world.promotions] == [R2]
+    assert world.fork_offsets[R2] == 100
+
+
+def test_an_aborted_selection_lifts_every_freeze() -> None:
+    # The primary answers again while the leader waits out the write fence: the attempt
+    # is abandoned, and the replicas it froze must follow the primary again.
+    world = make_world(fencing=True)
+    world.run(2.0)
+    world.pause(P)
+    world.run(2.6)
+    assert world.freezes, "the leader froze the replicas before choosing"
+    world.resume(P)
+    world.run(1.0)
+    assert world.events("-failover-abort-primary-recovered")
+    assert world.promotions == []
+    assert all(world.nodes[r].master == P for r in (R1, R2))
+    before = world.nodes[R1].offset
+    world.write(P, 10)
+    assert world.nodes[R1].offset == before + 10
+
+
+def test_a_switchover_freezes_nothing() -> None:
+    # Redis's FAILOVER pauses writes on the primary itself; replicas keep streaming.
+    from haredis.core.events import SwitchoverCommand
+
+    world = make_world()
+    world.run(2.0)
+    actions = world.watchers["w1"].handle(SwitchoverCommand(now=world.now, primary="mymaster"))
+    for action in actions:
+        world._execute("w1", action)
+    world.run(3.0)
+    assert world.promotions
+    assert world.freezes == []
