@@ -28,6 +28,7 @@ deterministic and replayable while different watchers still wait different times
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from haredis.core.messages import VoteReply, VoteRequest
@@ -39,6 +40,26 @@ def jitter(*parts: object) -> float:
     text = "\x1f".join(str(p) for p in parts).encode()
     digest = hashlib.blake2b(text, digest_size=8).digest()
     return int.from_bytes(digest, "big") / float(1 << 64)
+
+
+def candidacy_rank(own: str, watchers: Iterable[str], primary: str, epoch: int) -> int:
+    """This watcher's place (0 = first) in the order the watchers stand for `primary` in the
+    election after `epoch`: a hash of (watcher, primary, epoch), so every watcher that knows
+    the same names computes the same order without a message, each watcher comes first for
+    about its share of the primaries, and the order changes with the epoch."""
+    names = sorted({own, *watchers}, key=lambda name: (jitter(name, primary, epoch, "rank"), name))
+    return names.index(own)
+
+
+def candidacy_delay(own: str, watchers: Iterable[str], primary: str, epoch: int, spacing: float) -> float:
+    """How long after its primary became objectively down a watcher waits before standing:
+    `spacing` per watcher ranked ahead of it (candidacy_rank). With a spacing longer than a
+    vote request takes to arrive, the first-ranked watcher's request reaches the others
+    before they would stand, so they vote for it instead of splitting the vote three ways;
+    a random stagger of a few tens of ms cannot do that once many primaries fail together
+    and messages take hundreds of ms. A first-ranked watcher that is dead or cut off costs
+    one spacing."""
+    return spacing * candidacy_rank(own, watchers, primary, epoch)
 
 
 def next_candidate_epoch(durable: PrimaryDurable) -> int:

@@ -13,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from haredis.core.actions import PersistState, RequestVotes
-from haredis.core.election import decide_vote, has_won, jitter, next_candidate_epoch
+from haredis.core.election import (
+    candidacy_delay,
+    candidacy_rank,
+    decide_vote,
+    has_won,
+    jitter,
+    next_candidate_epoch,
+)
 from haredis.core.events import VoteReplied
 from haredis.core.messages import VoteReply, VoteRequest
 from haredis.core.model import PrimaryDurable
@@ -198,6 +205,41 @@ def test_jitter_spreads_watchers_apart() -> None:
     # Roughly uniform: every tenth of [0, 1) is hit.
     assert {int(v * 10) for v in values} == set(range(10))
     assert jitter("w1", NAME, 1, "start") != jitter("w1", NAME, 2, "start")
+
+
+# ----------------------------------------------------------------------- candidacy order
+
+WATCHERS = ("w1", "w2", "w3")
+
+
+@settings(max_examples=200, deadline=None)
+@given(primary=st.text(min_size=1, max_size=12), epoch=st.integers(min_value=0, max_value=10**9))
+def test_every_watcher_computes_the_same_order_with_one_watcher_per_place(primary: str, epoch: int) -> None:
+    # Each watcher passes its own name and the peers it knows: the places must agree.
+    ranks = [candidacy_rank(own, [w for w in WATCHERS if w != own], primary, epoch) for own in WATCHERS]
+    assert sorted(ranks) == [0, 1, 2]
+    assert ranks == [candidacy_rank(own, WATCHERS, primary, epoch) for own in WATCHERS]
+
+
+def test_the_first_place_is_shared_out_over_primaries_and_changes_with_the_epoch() -> None:
+    firsts = [
+        next(w for w in WATCHERS if candidacy_rank(w, WATCHERS, f"g{i:03d}", 0) == 0) for i in range(300)
+    ]
+    # Each watcher stands first for roughly its third of the primaries (a host full of
+    # primaries dying does not make one watcher lead every failover).
+    assert all(60 <= firsts.count(w) <= 140 for w in WATCHERS)
+    # After a lost election (a new epoch) another order: a first-ranked watcher that is dead
+    # does not keep the others waiting epoch after epoch.
+    orders = {
+        tuple(sorted(WATCHERS, key=lambda w: candidacy_rank(w, WATCHERS, "g001", e))) for e in range(30)
+    }
+    assert len(orders) > 1
+
+
+def test_candidacy_delay_is_the_spacing_per_watcher_ahead() -> None:
+    delays = sorted(candidacy_delay(w, WATCHERS, "mymaster", 4, spacing=0.2) for w in WATCHERS)
+    assert delays == pytest.approx([0.0, 0.2, 0.4])
+    assert candidacy_delay("w1", (), "mymaster", 4, spacing=0.2) == 0.0  # alone: stand at once
 
 
 def test_jitter_does_not_depend_on_the_process_hash_seed() -> None:
