@@ -24,6 +24,13 @@ most one poll cycle, ~50-80 ms, after it happened):
   and the median group, which shows how serial the K failovers were;
 * ``switched``: how many of the K groups switched before the round's deadline.
 
+Where the time goes, from the watchers' own logs (both systems log Sentinel's events with
+millisecond timestamps): per group, the first ``+sdown`` (of the primary), ``+odown``,
+``+try-failover``, ``+elected-leader``, ``+promoted-slave`` and ``+switch-master`` of any
+watcher, in seconds from the kill, and how many ``+try-failover`` the three watchers logged
+for it (1 = the first election won; more = split or lost votes). Per round: the median and
+the last group; in the summary, the median over the rounds of each.
+
 How to read it: per system, median [min-max] over the rounds. The goal for haredis is
 ``all_switched`` within ``down_after`` + 2 s. The last line of stdout is
 ``mass k=<K> all_switched_s=<haredis median> down_after_s=<s> sentinel_all_switched_s=<median>``
@@ -43,6 +50,7 @@ import argparse
 import contextlib
 import math
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -52,6 +60,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -345,6 +354,7 @@ class RoundResult:
     kill_spread_s: float = math.nan
     ready_s: float = math.nan
     groups: list[GroupTimes] = field(default_factory=list)
+    phases: PhaseTimes | None = None  # from the watchers' logs
 
     def _times(self, attribute: str) -> list[float]:
         return [getattr(g, attribute) for g in self.groups]
@@ -402,15 +412,115 @@ class RoundResult:
                 }
                 for g in self.groups
             ],
+            "phases": None if self.phases is None else self.phases.as_json(),
         }
 
     def describe(self) -> str:
-        return (
+        line = (
             f"{self.system} #{self.round}: k={self.k} switched={self.switched}/{self.k} "
             f"all_switched={self.all_switched_s:.2f}s all_agreed={self.all_agreed_s:.2f}s "
             f"first={self.first_switched_s:.2f}s median={self.median_switched_s:.2f}s "
             f"(kill spread {self.kill_spread_s * 1000:.1f} ms, load {self.load_1m})"
         )
+        if self.phases is not None:
+            line += "\n    from the logs, per group (median / last group): " + self.phases.describe()
+        return line
+
+
+# -- where the time goes: the watchers' own logs ------------------------------------------------
+
+PHASES = ("+sdown", "+odown", "+try-failover", "+elected-leader", "+promoted-slave", "+switch-master")
+# haredis: ts=2026-11-26T12:18:17.500Z level=info logger=haredis.daemon msg="+sdown master g001 …"
+_HAREDIS_LINE = re.compile(r'^ts=(?P<ts>\S+Z) .*? msg="(?P<event>[+-]\S+) (?P<rest>[^"]*)"')
+# redis-sentinel: 16064:X 26 Nov 2026 10:51:46.650 # +sdown master g001 127.0.0.1 35835
+_SENTINEL_LINE = re.compile(r"^\d+:X (?P<ts>\d+ \w+ \d+ [\d:.]+) \S (?P<event>[+-]\S+) (?P<rest>.*)$")
+
+
+def _group_of(event: str, rest: str) -> str | None:
+    """The group an event line is about, for the events of PHASES (None for the others,
+    e.g. ``+sdown slave …`` or ``+sdown sentinel …``)."""
+    words = rest.split()
+    if event == "+switch-master":
+        return words[0] if words else None
+    if event == "+promoted-slave":
+        return words[words.index("@") + 1] if "@" in words[:-1] else None
+    if event in PHASES and len(words) >= 2 and words[0] == "master":
+        return words[1]
+    return None
+
+
+def log_events(system: System, path: Path) -> list[tuple[float, str, str]]:
+    """(wall-clock time, event, group) of every PHASES event in one watcher's log."""
+    pattern = _HAREDIS_LINE if system == "haredis" else _SENTINEL_LINE
+    found: list[tuple[float, str, str]] = []
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        match = pattern.match(line)
+        if match is None or match["event"] not in PHASES:
+            continue
+        group = _group_of(match["event"], match["rest"])
+        if group is None:
+            continue
+        if system == "haredis":
+            at = datetime.strptime(match["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+        else:  # Sentinel logs its local time
+            at = datetime.strptime(match["ts"], "%d %b %Y %H:%M:%S.%f").timestamp()
+        found.append((at, match["event"], group))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseTimes:
+    """Per phase, the median and the maximum over the groups of the first watcher's event, in
+    seconds from the kill (NaN: some group never got there); and +try-failover per group."""
+
+    median: dict[str, float]
+    last: dict[str, float]
+    tries_median: float
+    tries_max: int
+
+    @classmethod
+    def of(
+        cls, events: Sequence[tuple[float, str, str]], groups: Sequence[str], fault_wall: float
+    ) -> PhaseTimes:
+        # Only what happened after the kill: a live replica's probe that timed out earlier
+        # (a loaded machine) is not part of this failover.
+        first: dict[tuple[str, str], float] = {}
+        tries = dict.fromkeys(groups, 0)
+        for at, event, group in events:
+            if at < fault_wall - 0.01 or group not in tries:
+                continue
+            key = (event, group)
+            first[key] = min(first.get(key, math.inf), at - fault_wall)
+            if event == "+try-failover":
+                tries[group] += 1
+        median: dict[str, float] = {}
+        last: dict[str, float] = {}
+        for phase in PHASES:
+            times = sorted(first.get((phase, g), math.nan) for g in groups)
+            missing = any(math.isnan(t) for t in times)
+            done = [t for t in times if not math.isnan(t)]
+            median[phase] = float(statistics.median(done)) if done and not missing else math.nan
+            last[phase] = max(done) if done and not missing else math.nan
+        counts = list(tries.values())
+        return cls(
+            median, last, float(statistics.median(counts)) if counts else math.nan, max(counts, default=0)
+        )
+
+    def describe(self) -> str:
+        parts = [f"{p} {self.median[p]:.2f}/{self.last[p]:.2f}" for p in PHASES]
+        return ", ".join(parts) + f"; try-failover per group {self.tries_median:g} (max {self.tries_max})"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "median_s": {p: json_number(v) for p, v in self.median.items()},
+            "last_s": {p: json_number(v) for p, v in self.last.items()},
+            "tries_per_group_median": json_number(self.tries_median),
+            "tries_per_group_max": self.tries_max,
+        }
 
 
 def kill_all_primaries(groups: Sequence[Group]) -> tuple[float, float]:
@@ -477,8 +587,13 @@ def run_round(
         probe.wait_ready()
         result.ready_s = round(time.monotonic() - started, 2)
         time.sleep(1.0)  # a steady state: every watcher has probed every instance a few times
+        fault_wall = time.time()
         fault_at, result.kill_spread_s = kill_all_primaries(groups)
         result.groups = observe_switch(probe, fault_at, switch_timeout)
+    # The logs were copied when the watchers stopped (the callback above).
+    logs = sorted((workdir / "logs").glob("*.log"))
+    events = [event for path in logs for event in log_events(system, path)]
+    result.phases = PhaseTimes.of(events, group_names(k), fault_wall)
     return result
 
 
@@ -575,7 +690,40 @@ def goal_verdict(table: Sequence[Summary], results: Sequence[RoundResult]) -> st
     return f"{what}: {'met' if worst_s <= goal else 'MISSED'} (worst round {worst_s:.2f} s)"
 
 
-def markdown_report(record: dict[str, Any], rows: Sequence[Sequence[str]], last: str, verdict: str) -> str:
+PHASE_HEADERS = ["system", *(f"{p} s" for p in PHASES), "try-failover per group"]
+
+
+def over_rounds(values: list[float]) -> float:
+    """The median over the rounds; NaN if any round has none."""
+    return math.nan if any(math.isnan(v) for v in values) else float(statistics.median(values))
+
+
+def phase_rows(systems: Sequence[System], results: Sequence[RoundResult]) -> list[list[str]]:
+    """Per system and phase: the median over the rounds of (median group / last group)."""
+    rows: list[list[str]] = []
+    for system in systems:
+        phases = [r.phases for r in results if r.system == system and r.phases is not None]
+        if not phases:
+            continue
+        cells = []
+        for phase in PHASES:
+            median = over_rounds([ph.median[phase] for ph in phases])
+            last = over_rounds([ph.last[phase] for ph in phases])
+            cells.append(f"{median:.2f} / {last:.2f}")
+        tries = (
+            f"{over_rounds([ph.tries_median for ph in phases]):g} (max {max(ph.tries_max for ph in phases)})"
+        )
+        rows.append([system, *cells, tries])
+    return rows
+
+
+def markdown_report(
+    record: dict[str, Any],
+    rows: Sequence[Sequence[str]],
+    last: str,
+    verdict: str,
+    phases: Sequence[Sequence[str]] = (),
+) -> str:
     machine = record["machine"]
     uncommitted = ", ".join(machine["haredis_uncommitted"]) or "none"
     return (
@@ -590,7 +738,16 @@ def markdown_report(record: dict[str, Any], rows: Sequence[Sequence[str]], last:
         f"- haredis settings changed from the defaults (diagnosis): "
         f"{', '.join(record['settings']['haredis_settings_changed']) or 'none'}\n"
         f"- {verdict}\n\n"
-        f"{markdown_table(HEADERS, rows)}\n\n`{last}`\n"
+        f"{markdown_table(HEADERS, rows)}\n\n"
+        + (
+            "Where the time goes, from the watchers' logs: per group, seconds from the kill to the "
+            "first watcher's event, median group / last group (median over the rounds), and "
+            "`+try-failover` lines per group over the 3 watchers:\n\n"
+            f"{markdown_table(PHASE_HEADERS, phases)}\n\n"
+            if phases
+            else ""
+        )
+        + f"`{last}`\n"
     )
 
 
@@ -683,6 +840,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     table = [Summary.of(system, results) for system in args.systems]
     rows = [s.cells() for s in table]
+    phases = phase_rows(args.systems, results)
     last = last_line(args.k, table)
     verdict = goal_verdict(table, results)
     incomplete = any(r.switched < r.k for r in results)
@@ -714,8 +872,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     markdown = args.results_dir / "mass_failover.md"
     if not markdown.exists():
         append_text(markdown, MARKDOWN_HEADER)
-    append_text(markdown, markdown_report(record, rows, last, verdict))
+    append_text(markdown, markdown_report(record, rows, last, verdict, phases))
     print(text_table(HEADERS, rows))
+    if phases:
+        print("where the time goes (from the watchers' logs; median group / last group, s from the kill):")
+        print(text_table(PHASE_HEADERS, phases))
     print(verdict)
     print(last, flush=True)
     return 0
