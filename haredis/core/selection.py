@@ -5,7 +5,9 @@ Excluded (each with the reason an operator sees in `haredis failover --dry-run`)
   unreachable     the last probe did not get a valid reply
   no INFO         we never read its INFO, so we know nothing of its data
   stale INFO      its INFO is older than `max_info_age` (selection re-reads INFO first)
-  not a replica   it reports role master (e.g. promoted by an earlier aborted attempt)
+  not a replica   it reports role master (e.g. promoted by an earlier aborted attempt), and
+                  is not an ex-primary of the history ours forked from that stopped at or
+                  before the fork (see _stray_ancestor: those are candidates)
   priority 0      replica-priority 0 means "never promote me"
   link down       its link to the primary has been down longer than `max_link_down`
   other history   its data is not a prefix of the primary's replication history (see
@@ -75,6 +77,20 @@ def _same_history(info: InstanceInfo, history: History) -> bool:
     return not history.replid and bool(history.replid2) and info.replid2 == history.replid2
 
 
+def _stray_ancestor(info: InstanceInfo, history: History) -> bool:
+    """A primary on the history ours forked from, holding nothing past the fork point: an
+    old primary that was replaced while it was paused or cut off and took no writes since.
+    Its data is a prefix of ours, so it may stand in for a replica: when the primary after it
+    is lost before any replica finished syncing from it, it can be the only node left with
+    the writes clients confirmed (chaos schedule:1014)."""
+    return (
+        info.role is Role.PRIMARY
+        and bool(history.replid2)
+        and info.replid == history.replid2
+        and 0 <= info.offset < history.fork
+    )
+
+
 def _exclusion(c: Candidate, history: History, max_info_age: float, max_link_down: float) -> str | None:
     if c.down:
         return "down"
@@ -85,7 +101,11 @@ def _exclusion(c: Candidate, history: History, max_info_age: float, max_link_dow
     if c.info_age > max_info_age:
         return f"stale INFO ({c.info_age:.1f}s old)"
     info = c.info
-    if info.role is not Role.REPLICA and not (c.adoptable and info.role is Role.PRIMARY):
+    if (
+        info.role is not Role.REPLICA
+        and not (c.adoptable and info.role is Role.PRIMARY)
+        and not _stray_ancestor(info, history)
+    ):
         return f"not a replica (role {info.role.value})"
     if info.priority == 0:
         return "priority 0"

@@ -484,14 +484,23 @@ class Watcher:
         if not known or info.keys < 0 or known in (info.replid, info.replid2):
             return False
         horizon = 3 * group.settings.info_period
+        parent, fork = group.durable.replid2, group.durable.fork
+
+        def holds_our_data(other: InstanceInfo) -> bool:
+            # On our history, or on the one it forked from up to the fork point (a replica
+            # not resynced yet, or an ex-primary replaced while paused).
+            if other.replid == known:
+                return True
+            return bool(parent) and other.replid == parent and (fork < 0 or other.offset < fork)
+
         # Clients may already be writing to it, so "no keys" is too strict: it holds less than
-        # half of what a replica of the old history holds. A restart that loaded its data
-        # (an AOF gets a new replid) holds about as much.
+        # half of what a node of the old history holds. A restart that loaded its data (an
+        # AOF gets a new replid) holds about as much.
         return any(
             inst.info is not None
             and inst.info_at is not None
             and self._now - inst.info_at <= horizon
-            and inst.info.replid == known
+            and holds_our_data(inst.info)
             and inst.info.offset > 0
             and inst.info.keys > 2 * info.keys
             for inst in group.replicas()

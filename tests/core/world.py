@@ -72,6 +72,7 @@ class Node:
     paused_since: float | None = None
     writes_paused: bool = False  # CLIENT PAUSE WRITE in effect
     keys: int = 10
+    second_repl_offset: int = -1  # as Redis: the first offset not shared with replid2
 
 
 @dataclass
@@ -252,6 +253,7 @@ class World:
                 if ok:
                     # As Redis: a new history starts; the old one is remembered as replid2.
                     self.fork_offsets[address] = node.offset
+                    node.second_repl_offset = node.offset + 1
                     node.role, node.master = Role.PRIMARY, None
                     node.replid2, node.replid = node.replid, f"history-{address.host}-{epoch}"
                     self.promotions.append((now, name, address, epoch))
@@ -326,6 +328,7 @@ class World:
                 replid=node.replid,
                 replid2=node.replid2,
                 offset=node.offset,
+                second_repl_offset=node.second_repl_offset,
                 replicas=links,
                 fence_configured=node.fence is not None,
                 keys=node.keys,
