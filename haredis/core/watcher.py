@@ -42,6 +42,7 @@ Invariants this module maintains (the simulator checks them from outside):
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, replace
 
@@ -108,6 +109,9 @@ _RECONF_ASSUME_DONE = 10.0
 _MAX_BACKOFF_DOUBLINGS = 5
 # How often the write fence is re-sent to an instance whose INFO still shows it missing.
 _FENCE_RESEND = 5.0
+# A watcher starting with this many groups spreads their first probes over a whole ping
+# period (fewer: over a proportional share of it). See Watcher._first_visit_at.
+_START_SPREAD_GROUPS = 100
 
 
 @dataclass(slots=True)
@@ -202,6 +206,18 @@ class Watcher:
         self._durable_dirty = False
         self._dirty_groups: set[str] = set()  # groups whose gossip view may have changed
         self._out: list[Action] = []
+        # Tick scheduling (see _on_tick): a calm group waits in a heap of (due, order, name)
+        # until something of it is due; a restless one is visited on every tick. A heap entry
+        # is live only while it matches _due_at (older ones are skipped when popped).
+        self._due: list[tuple[float, int, str]] = []
+        self._due_at: dict[str, float] = {}
+        self._restless: set[str] = set()
+        self._order: dict[str, int] = {name: i for i, name in enumerate(self._groups)}
+        self._scheduled_for = settings  # a reload (new settings) makes every group restless
+        self._started_at = now  # first probes and INFO are spread over one period from here
+        for name, group in self._groups.items():
+            self._due_at[name] = first = self._first_visit_at(group)
+            heapq.heappush(self._due, (first, self._order[name], name))
 
     # ------------------------------------------------------------------ public interface
 
@@ -248,6 +264,7 @@ class Watcher:
                 self._on_switchover_command(event)
             case PauseCommand():
                 self._on_pause_command(event)
+        self._reschedule_touched(event)
         self._push_changed_gossip()
         out = self._out
         self._out = []
@@ -293,7 +310,11 @@ class Watcher:
         Tick would find it: a fast re-probe of an instance failing hard, or a candidacy.
         None when nothing is pressing. The caller may Tick then instead of on its grid."""
         due: float | None = None
-        for group in self._groups.values():
+        # Only restless groups can be odown or failing hard (see _calm); after a reload, until
+        # the next tick files them again, any group can.
+        rescheduled = self.settings is self._scheduled_for
+        restless = [self._groups[n] for n in self._restless if n in self._groups] if rescheduled else None
+        for group in self._groups.values() if restless is None else restless:
             if group.odown and group.failover is None and group.next_attempt_at > self._now:
                 due = group.next_attempt_at if due is None else min(due, group.next_attempt_at)
             s = group.settings
@@ -394,13 +415,14 @@ class Watcher:
     def _on_tick(self) -> None:
         now = self._now
         self._check_hold_end()
-        for group in self._groups.values():
+        for group in self._groups_to_visit(now):
             self._schedule_probes(group, now)
             self._evaluate(group)
             if group.failover is None:
                 # Steady-state reconfiguration is never urgent (it waits convert_after):
                 # once a tick is enough, and keeps it off the path of every probe reply.
                 self._enforce_topology(group)
+            self._reschedule(group)
         heartbeat_due = (
             self._last_heartbeat is None or now - self._last_heartbeat >= self.settings.gossip_period
         )
@@ -410,6 +432,140 @@ class Watcher:
             for group, view in zip(self._groups.values(), views, strict=True):
                 group.last_gossip = view
             self._emit(SendGossip(self._gossip(views)))
+
+    # ------------------------------------------------------------------ tick scheduling
+    #
+    # Visiting a group on a tick (probes and INFO due, verdicts, steady-state topology) used
+    # to happen for every group on every tick: with a thousand primaries that was most of a
+    # watcher's CPU, although almost every visit found nothing to do. Now a group is visited
+    # on a tick only when it is restless (see _calm) or when something of it falls due
+    # (_next_due): the visit does exactly what it did before, and the visits skipped are the
+    # ones that could not have changed anything (tests/core/test_tick_schedule.py compares
+    # both ways, action for action). Events about a group reschedule it (_reschedule_touched).
+
+    def _groups_to_visit(self, now: float) -> list[_Group]:
+        """The groups this tick must visit, in configuration order: the restless ones and
+        the calm ones whose time has come (their heap entries are consumed)."""
+        if self.in_hold or self.settings is not self._scheduled_for:
+            # In hold (and after a reload) every group is visited on every tick, as before.
+            self._scheduled_for = self.settings
+            self._order = {name: i for i, name in enumerate(self._groups)}
+            self._due.clear()
+            self._due_at.clear()
+            self._restless = set(self._groups)
+        names = set(self._restless)
+        heap, live = self._due, self._due_at
+        while heap and heap[0][0] <= now:
+            at, _, name = heapq.heappop(heap)
+            if live.get(name) == at:
+                del live[name]
+                names.add(name)
+        groups = self._groups
+        order = self._order
+        return [groups[name] for name in sorted(names, key=order.__getitem__) if name in groups]
+
+    def _reschedule(self, group: _Group) -> None:
+        """File a group after a visit or an event: restless, or calm until _next_due."""
+        name = group.name
+        if self.settings is not self._scheduled_for or name not in self._order:
+            return  # a reload happened: the next tick visits every group and files them again
+        if not self._calm(group):
+            self._restless.add(name)
+            self._due_at.pop(name, None)
+            return
+        self._restless.discard(name)
+        at = self._next_due(group)
+        if self._due_at.get(name) != at:
+            self._due_at[name] = at
+            heapq.heappush(self._due, (at, self._order[name], name))
+
+    def _reschedule_touched(self, event: Event) -> None:
+        """Events change what a group is waiting for (a reply ends a probe in flight, INFO
+        may contradict the topology, a peer may say down): file the groups they name again."""
+        match event:
+            case Tick():
+                return  # _on_tick files every group it visits
+            case GossipReceived():
+                names = [view.name for view in event.gossip.primaries]
+            case VoteRequested():
+                names = [event.request.primary]
+            case VoteReplied():
+                names = [event.reply.primary]
+            case _:
+                names = [event.primary]
+        for name in names:
+            group = self._groups.get(name)
+            if group is not None:
+                self._reschedule(group)
+
+    def _calm(self, group: _Group) -> bool:
+        """Nothing about this group changes with the mere passing of time before _next_due:
+        no hold, no failover, no down verdict, down opinion or run of hard failures (they
+        need fast re-probes and timely verdicts), no pause, and no instance that contradicts
+        the topology (steady-state reconfiguration counts time). Deliberately coarse: a group
+        in any doubt is restless and visited on every tick, exactly as before."""
+        if (
+            self.in_hold
+            or group.failover is not None
+            or group.odown
+            or group.primary_down
+            or group.odown_votes
+            or group.role_mismatch_since is not None
+            or group.restarted_empty
+            or group.paused_until is not None
+        ):
+            return False
+        primary = group.address
+        for address, inst in group.instances.items():
+            det = inst.detector
+            if det.down_since is not None or det.hard_fail_since is not None:
+                return False
+            if inst.contradicting_since is not None or inst.convert_sent_at is not None:
+                return False
+            info = inst.info
+            if (
+                address != primary
+                and info is not None
+                and (info.role is Role.PRIMARY or (info.role is Role.REPLICA and info.master != primary))
+            ):
+                return False
+        return True
+
+    def _next_due(self, group: _Group) -> float:
+        """When a visit of this calm group would first find something to do: a probe or an
+        INFO to send, the guard on an unanswered probe or INFO, or a down verdict that an
+        unanswered probe would bring (see Detector)."""
+        s = group.settings
+        ping_period, down_after, info_period = s.ping_period, s.down_after, s.info_period
+        due = math.inf
+        for inst in group.instances.values():
+            det = inst.detector
+            if det.last_probe_sent is None:
+                return self._first_visit_at(group)  # everything of a new instance is due then
+            if det.in_flight_since is not None:
+                at = det.in_flight_since + 2.0 * s.probe_timeout
+            else:
+                at = det.last_probe_sent + ping_period
+            if det.unanswered_since is not None and det.unanswered_since + down_after < at:
+                at = det.unanswered_since + down_after
+            if inst.info_asked_at is not None:
+                info_at = inst.info_asked_at + 2 * info_period
+            else:
+                info_at = max(inst.info_at or -1e18, inst.info_failed_at or -1e18) + info_period
+            due = min(due, at, info_at)
+        return due
+
+    def _first_visit_at(self, group: _Group) -> float:
+        """When a group gets its first probes and INFO: spread from the watcher's start by a
+        hash of the group's name, so that a watcher starting with a thousand primaries does
+        not open every connection and send every probe at once (and the probes stay spread
+        after that). The spread is one whole ping period from _START_SPREAD_GROUPS groups on
+        and proportionally less below: a watcher of one group starts at once, as it always
+        did. Instances found later, and groups added by a reload, are probed at the next
+        tick (this time is past for them)."""
+        share = min(1.0, (len(self._order) - 1) / _START_SPREAD_GROUPS)
+        spread = share * group.settings.ping_period
+        return self._started_at + election.jitter("first-probe", group.name) * spread
 
     def _on_probe_result(self, event: ProbeReply | ProbeFailed) -> None:
         group = self._groups.get(event.primary)
