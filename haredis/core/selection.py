@@ -77,21 +77,26 @@ def _same_history(info: InstanceInfo, history: History) -> bool:
     return not history.replid and bool(history.replid2) and info.replid2 == history.replid2
 
 
-def _stray_ancestor(info: InstanceInfo, history: History) -> bool:
-    """A primary on the history ours forked from, holding nothing past the fork point: an
-    old primary that was replaced while it was paused or cut off and took no writes since.
-    Its data is a prefix of ours, so it may stand in for a replica: when the primary after it
-    is lost before any replica finished syncing from it, it can be the only node left with
-    the writes clients confirmed (chaos schedule:1014)."""
+def _stray_ancestor(info: InstanceInfo, history: History, *, past_fork: bool) -> bool:
+    """A primary on the history ours forked from: an old primary that was replaced while it
+    was paused or cut off. Holding nothing past the fork point, its data is a prefix of ours
+    and it may stand in for a replica: when the primary after it is lost before any replica
+    finished syncing from it, it can be the only node left with the writes clients confirmed
+    (chaos schedule:1014). Past the fork (writes it took, or had not sent, when it was
+    replaced) only with `past_fork`: when our primary came back empty, so nothing of our
+    history beyond the fork survives on it."""
     return (
         info.role is Role.PRIMARY
         and bool(history.replid2)
         and info.replid == history.replid2
-        and 0 <= info.offset < history.fork
+        and info.offset >= 0
+        and (past_fork or info.offset < history.fork)
     )
 
 
-def _exclusion(c: Candidate, history: History, max_info_age: float, max_link_down: float) -> str | None:
+def _exclusion(
+    c: Candidate, history: History, max_info_age: float, max_link_down: float, *, past_fork: bool
+) -> str | None:
     if c.down:
         return "down"
     if not c.reachable:
@@ -104,7 +109,7 @@ def _exclusion(c: Candidate, history: History, max_info_age: float, max_link_dow
     if (
         info.role is not Role.REPLICA
         and not (c.adoptable and info.role is Role.PRIMARY)
-        and not _stray_ancestor(info, history)
+        and not _stray_ancestor(info, history, past_fork=past_fork)
     ):
         return f"not a replica (role {info.role.value})"
     if info.priority == 0:
@@ -114,6 +119,7 @@ def _exclusion(c: Candidate, history: History, max_info_age: float, max_link_dow
     if not (
         _same_history(info, history)
         or (c.adoptable and bool(history.replid) and info.replid2 == history.replid)
+        or _stray_ancestor(info, history, past_fork=past_fork)
     ):
         return f"other history (replid {info.replid[:8] or '?'})"
     return None
@@ -126,11 +132,15 @@ def rank(
     primary_offset: int | None,
     max_info_age: float,
     max_link_down: float,
+    primary_lost_data: bool = False,
 ) -> list[Verdict]:
-    """Every candidate with its verdict: the eligible ones first, best first."""
+    """Every candidate with its verdict: the eligible ones first, best first.
+
+    `primary_lost_data`: the primary restarted empty; an old primary of the parent history
+    is then a candidate even past the fork (see _stray_ancestor)."""
     verdicts: list[Verdict] = []
     for c in candidates:
-        reason = _exclusion(c, history, max_info_age, max_link_down)
+        reason = _exclusion(c, history, max_info_age, max_link_down, past_fork=primary_lost_data)
         info = c.info
         offset = info.offset if info is not None else 0
         lag = None

@@ -640,14 +640,13 @@ class Watcher:
         if not known or info.keys < 0 or known in (info.replid, info.replid2):
             return False
         horizon = 3 * group.settings.info_period
-        parent, fork = group.durable.replid2, group.durable.fork
+        parent = group.durable.replid2
 
         def holds_our_data(other: InstanceInfo) -> bool:
-            # On our history, or on the one it forked from up to the fork point (a replica
-            # not resynced yet, or an ex-primary replaced while paused).
-            if other.replid == known:
-                return True
-            return bool(parent) and other.replid == parent and (fork < 0 or other.offset < fork)
+            # On our history, or on the one it forked from (a replica not resynced yet, or
+            # an ex-primary replaced while paused, whose writes past the fork would count
+            # for little against a primary that holds nothing).
+            return other.replid == known or (bool(parent) and other.replid == parent)
 
         # Clients may already be writing to it, so "no keys" is too strict: it holds less than
         # half of what a node of the old history holds. A restart that loaded its data (an
@@ -1145,6 +1144,7 @@ class Watcher:
             primary_offset=group.primary_offset,
             max_info_age=max_info_age,
             max_link_down=down_for + _LINK_DOWN_FACTOR * s.down_after,
+            primary_lost_data=group.restarted_empty,
         )
 
     def _try_select(self, group: _Group) -> None:

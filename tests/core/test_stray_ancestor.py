@@ -61,3 +61,23 @@ def test_a_successor_back_empty_is_replaced_by_the_stray_old_primary() -> None:
     world.run(6.0)
     assert world.events("+reboot-empty")
     assert [p[2] for p in world.promotions] == [new, P]
+
+
+def test_past_the_fork_it_replaces_a_successor_only_once_that_came_back_empty() -> None:
+    # It had writes its successor never received (sent too late, before the pause): while
+    # the successor is only dead it may come back with its history, so no failover; once
+    # it is back empty, nothing of that history survives and the old primary takes over
+    # rather than be emptied by a resync from it (chaos schedule:1014, second variant).
+    world = make_world(offsets=(100, 100))
+    new, other = _replace_paused_primary(world)
+    world.kill(other)
+    world.resume(P)
+    world.nodes[P].offset += 50
+    world.kill(new)
+    world.run(4.0)
+    assert [p[2] for p in world.promotions] == [new]
+    world.restart(new, empty=True)
+    world.run(6.0)
+    assert world.events("+reboot-empty")
+    assert [p[2] for p in world.promotions] == [new, P]
+    assert world.nodes[new].master == P  # the empty one follows the data, not the reverse
