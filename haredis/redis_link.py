@@ -290,6 +290,7 @@ class RedisLink:
         self._conn: Any = None  # redis.asyncio.connection.Connection, see the module docstring
         self._connecting: asyncio.Future[Any] | None = None  # see _connection
         self._lock = asyncio.Lock()
+        self._ping_wire: bytes | None = None  # PING as sent (renamed or not), see ping
 
     @property
     def address(self) -> Address:
@@ -455,11 +456,49 @@ class RedisLink:
     # -- probes -------------------------------------------------------------------------------
 
     async def ping(self, timeout: float) -> str:
-        """``PONG``, or the first word of an error reply (LOADING, MASTERDOWN, BUSY, NOAUTH…)."""
-        (reply,) = await self._run(timeout, [("PING",)])
-        if isinstance(reply, _ErrorReply):
-            return reply.code
-        return _as_text(reply, "PING")
+        """``PONG``, or the first word of an error reply (LOADING, MASTERDOWN, BUSY, NOAUTH…).
+
+        The watcher's most frequent call (every instance, every ping period), so it skips
+        redis-py's command path: the PING goes straight to the connection's stream and its
+        one-line reply is read back from it, under the same deadline, lock, connection
+        handling and failure mapping as every other call (see _run)."""
+        if self._ping_wire is None:
+            self._ping_wire = _pack_one(tuple(self._command(("PING",))))
+        try:
+            async with asyncio.timeout(timeout), self._lock:
+                conn = await self._connection()
+                try:
+                    return await self._exchange_ping(conn, self._ping_wire)
+                except BaseException:
+                    await self._forget(conn)  # out of step with our commands: never reuse
+                    raise
+        except LinkError:
+            raise
+        except TimeoutError:
+            raise LinkError(
+                FailureKind.TIMEOUT, f"no reply from {self._address} within {timeout:g}s"
+            ) from None
+        except Exception as exc:
+            raise LinkError(classify(exc), f"{self._address}: {_describe(exc)}") from exc
+
+    @staticmethod
+    async def _exchange_ping(conn: Any, wire: bytes) -> str:
+        """One PING on the connection's own stream. Every exchange on a link reads all of its
+        replies, so nothing is left in redis-py's parser between calls and the stream is
+        where the next reply starts. PING's reply is one line: ``+PONG`` or ``-CODE text``."""
+        reader, writer = conn._reader, conn._writer
+        if reader is None or writer is None:
+            raise ConnectionResetError(_SERVER_CLOSED)
+        writer.write(wire)  # 14 bytes, one in flight per link: no backpressure to wait for
+        line: bytes = await reader.readline()
+        if not line.endswith(b"\r\n"):
+            raise ConnectionResetError(_SERVER_CLOSED)  # EOF before a whole reply
+        kind, text = line[:1], line[1:-2].decode("utf-8", "replace")
+        if kind == b"+":
+            return text
+        if kind == b"-":
+            return text.split(" ", 1)[0] if text else "ERR"  # as _ErrorReply.code
+        raise LinkError(FailureKind.ERROR, f"unexpected PING reply: {line!r:.200}")
 
     async def info(self, timeout: float) -> InstanceInfo:
         """``INFO server replication keyspace`` (one round trip) parsed into InstanceInfo.
