@@ -141,6 +141,8 @@ class Failover:
     agree: float | None = None  # subjectively down -> this attempt started
     primary_offset: int | None = None  # the primary's last known offset
     target_offset: int | None = None  # the chosen replica's offset at selection
+    replicas_seen: int = 0  # replicas that answered the selection round (switchover: 0/0)
+    replicas_known: int = 0
 
     def enter(self, phase: Phase, now: float) -> None:
         self.phase_durations[self.phase.value] = now - self.phase_since

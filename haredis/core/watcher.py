@@ -1206,6 +1206,13 @@ class Watcher:
             return
         fo.target = choice.address
         fo.target_offset = choice.offset
+        # How many replicas answered this round (frozen, or read): "promoted while it could
+        # see every replica" is the condition under which no confirmed write may be lost.
+        replicas = group.replicas()
+        fo.replicas_seen = sum(
+            1 for inst in replicas if inst.info_at is not None and inst.info_at >= fo.select_asked_at
+        )
+        fo.replicas_known = len(replicas)
         self._emit(Publish("+selected-slave", _describe(group, choice.address)))
         self._fire(group, Trigger.SELECTED)
         fo.promote_sent_at = now
@@ -1639,7 +1646,7 @@ def _summary(group: _Group, fo: Failover, now: float) -> str:
         f" detect={secs(fo.detect)} agree={secs(fo.agree)}"
         f" elect={secs(durations.get(Phase.ELECTION.value))} promote={secs(promote)}"
         f" reconfigure={secs(durations.get(Phase.RECONF.value))} total={secs(now - fo.started_at)}"
-        f" lost_bytes={lost}"
+        f" lost_bytes={lost} seen={fo.replicas_seen}/{fo.replicas_known}"
     )
 
 

@@ -117,7 +117,8 @@ def run_all(args: argparse.Namespace) -> int:
             f"{name}: {status} final_primary={result.final_primary} failovers={result.failovers} "
             f"writes={result.writes} acked={result.acked} wait_acked={result.wait_acked} "
             f"lost_wait_acked={result.lost_wait_acked} lost_plain={result.lost_plain} "
-            f"split_brain_s={result.split_brain_s} ({result.seconds}s)",
+            f"split_brain_s={result.split_brain_s} blind_promotions={result.blind_promotions} "
+            f"({result.seconds}s)",
             flush=True,
         )
         for v in result.violations:
@@ -137,9 +138,19 @@ def run_all(args: argparse.Namespace) -> int:
         "lost_wait_acked": sum(r.lost_wait_acked for r in results),
         "lost_plain": sum(r.lost_plain for r in results),
         "split_brain_max_s": max((r.split_brain_s for r in results), default=0.0),
+        # The rule: 0 lost WAIT-confirmed writes whenever every promotion saw every
+        # replica. Runs with a blind promotion (a replica cut off from the leader) are exempt.
+        "runs_seeing_all": sum(1 for r in results if r.blind_promotions == 0),
+        "lost_wait_acked_seeing_all": sum(r.lost_wait_acked for r in results if r.blind_promotions == 0),
         "seconds": round(time.monotonic() - began, 1),
         "results": [r.to_json() for r in results],
     }
+    print(
+        f"wait_acked_rule: runs_seeing_all={summary['runs_seeing_all']} "
+        f"lost_wait_acked_seeing_all={summary['lost_wait_acked_seeing_all']} "
+        f"runs_with_blind_promotion={len(results) - summary['runs_seeing_all']}",
+        flush=True,
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")

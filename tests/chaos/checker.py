@@ -82,6 +82,10 @@ class Result:
     acked: int = 0
     wait_acked: int = 0
     failovers: int = 0
+    # Promotions whose leader could not read every replica at selection (`seen=K/N`, K < N
+    # in its +failover-summary): the issue's rule (no WAIT-confirmed write lost) is stated
+    # for promotions that saw every replica, so losses are reported apart for those runs.
+    blind_promotions: int = 0
     final_primary: str | None = None
     seconds: float = 0.0
     replay: str = ""
@@ -138,6 +142,17 @@ def leader_claims(rig: Rig) -> list[LeaderClaim]:
             if entry.get("role") == "leader" and isinstance(entry.get("epoch"), int):
                 claims.append(LeaderClaim(name, entry["epoch"], entry.get("time"), "summary"))
     return claims
+
+
+def blind_promotions(rig: Rig) -> int:
+    """Promotions (from the leaders' history files) made without every replica's answer."""
+    blind = 0
+    for name in WATCHER_HOSTS:
+        for entry in rig.history(name):
+            seen, sep, known = str(entry.get("seen", "")).partition("/")
+            if entry.get("role") == "leader" and sep and seen.isdigit() and known.isdigit():
+                blind += int(seen) < int(known)
+    return blind
 
 
 def check_leaders(rig: Rig, claims: list[LeaderClaim]) -> list[str]:

@@ -115,6 +115,7 @@ class Session:
                 check()
         claims = checker.leader_claims(rig)
         result.failovers = len({c.epoch for c in claims})
+        result.blind_promotions = checker.blind_promotions(rig)
         result.violations += checker.check_leaders(rig, claims)
         result.violations += checker.check_minority(rig, claims)
         result.violations += checker.check_epochs({n: s.samples for n, s in self.samplers.items()})
