@@ -212,6 +212,17 @@ _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 _CREDENTIALS_PREFIX: Final = "${CREDENTIALS_DIRECTORY}/"
 
 
+def _redact_url(value: str) -> str:
+    """``scheme://host[:port]/…``: a URL as an error message may show it (no user:password,
+    no path, no query: those hold tokens)."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return "<not a URL>"
+    netloc = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rsplit("@", 1)[-1]
+    hidden = len(netloc) < len(rest) or "@" in rest.split("/", 1)[0]
+    return f"{scheme[:16]}://{netloc[:255]}" + ("/…" if hidden else "")
+
+
 class ConfigError(Exception):
     """A config file is unusable. ``str()`` is ``"<file>: <key path>: <what is wrong>"``."""
 
@@ -796,26 +807,30 @@ class _Table:
     def url(self, key: str) -> str:
         expected = "expected an http:// or https:// URL"
         value = self.string(key, expected="an http:// or https:// URL")
+
+        def fail(what: str, note: str = "") -> ConfigError:
+            # The path and query often carry a token: an error (logged on a rejected
+            # reload) shows the scheme and host only.
+            return self.ctx.error(self.path_of(key), what, _redact_url(value), note)
+
         try:
             parts = urllib.parse.urlsplit(value)
             port = parts.port
         except ValueError as exc:
-            raise self._fail(key, expected, str(exc)) from None
+            raise fail(expected, str(exc)) from None
         if parts.scheme.lower() not in ("http", "https"):
-            raise self._fail(key, expected)
+            raise fail(expected)
         if parts.username is not None or parts.password is not None:
-            raise self._fail(key, "expected a URL without user:password@ (use secret_file to sign)")
+            raise fail("expected a URL without user:password@ (use secret_file to sign)")
         host = parts.hostname or ""
         if not host or not _valid_host(host):
-            raise self._fail(key, expected, "no valid host")
+            raise fail(expected, "no valid host")
         if port == 0:
-            raise self._fail(key, expected, "port 0")
+            raise fail(expected, "port 0")
         if parts.fragment:
-            raise self._fail(key, "expected a URL without a #fragment")
+            raise fail("expected a URL without a #fragment")
         if " " in value or not value.isascii():
-            raise self._fail(
-                key, "expected a URL of printable ASCII without spaces (percent-encode the rest)"
-            )
+            raise fail("expected a URL of printable ASCII without spaces (percent-encode the rest)")
         return value
 
     def secret(self, key: str) -> tuple[Path, Secret]:

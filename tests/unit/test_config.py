@@ -751,6 +751,27 @@ def test_hooks_rejections_name_the_key(
     assert fragment in str(error)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://hooks.example.com/x?token=SEKRIT",
+        "https://hooks.example.com:0/SEKRIT",
+        "https://user:SEKRIT@hooks.example.com/",
+        "https://hooks.example.com/a?token=SEKRIT#frag",
+        "https://hooks.example.com/a?token=SEKRIT x",
+        "hooks.example.com/SEKRIT",
+    ],
+)
+def test_a_rejected_webhook_url_never_shows_its_token(conf_dir: Path, url: str) -> None:
+    # The error is logged when a reload is rejected: the path, query and user part stay out.
+    data = base()
+    data["hooks"] = {"webhooks": [{"url": url}]}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "t.toml", base_dir=conf_dir)
+    assert info.value.key == "hooks.webhooks[0].url"
+    assert "SEKRIT" not in str(info.value), str(info.value)
+
+
 def test_hooks_must_be_a_table(conf_dir: Path) -> None:
     data = base()
     data["hooks"] = "yes"
