@@ -70,6 +70,8 @@ WATCHER_KEYS: Final = (
     "retry_backoff_ms",
     "hold_trigger_ms",
     "hold_duration_ms",
+    "max_clients",
+    "client_idle_timeout_ms",
     "log_level",
     "log_format",
 )
@@ -190,6 +192,7 @@ _WATCHER_MS: Final = {
     "retry_backoff_ms": 0,
     "hold_trigger_ms": 1,
     "hold_duration_ms": 0,
+    "client_idle_timeout_ms": 0,
 }
 _PRIMARY_MS: Final = {
     "down_after_ms": 10,
@@ -331,6 +334,10 @@ class WatcherConfig:
     retry_backoff_ms: int = 400
     hold_trigger_ms: int = 2000
     hold_duration_ms: int = 10000
+    # The RESP port: connections beyond max_clients are refused with Redis's error; a client
+    # silent for client_idle_timeout_ms is closed (0: never; subscribers never are).
+    max_clients: int = 10000
+    client_idle_timeout_ms: int = 300000
     log_level: str = "info"
     log_format: str = "logfmt"
 
@@ -481,6 +488,8 @@ def _parse_watcher(ctx: _Context, t: _Table) -> WatcherConfig:
         kw["announce"] = t.address("announce")
     if t.has("metrics_port"):
         kw["metrics_port"] = t.integer("metrics_port", lo=0, hi=65535)
+    if t.has("max_clients"):
+        kw["max_clients"] = t.integer("max_clients", lo=16, hi=1_000_000)
     kw["data_dir"] = t.path("data_dir")
     for key, lowest in _WATCHER_MS.items():
         if t.has(key):

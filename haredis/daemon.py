@@ -407,6 +407,8 @@ class Daemon:
             password=w.client_password.reveal() if w.client_password else None,
             server_version=__version__,
             ssl=_server_tls_context(self.config),
+            max_clients=w.max_clients,
+            idle_timeout=w.client_idle_timeout_ms / 1000,
         )
         self.hooks = self._make_hooks(self.config)
         await self.hooks.start()
@@ -520,6 +522,8 @@ class Daemon:
                 "client_password",
                 "data_dir",
                 "announce",
+                "max_clients",
+                "client_idle_timeout_ms",
             )
             if getattr(new.watcher, key) != getattr(old.watcher, key)
         ]
