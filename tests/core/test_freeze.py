@@ -70,3 +70,27 @@ def test_a_switchover_freezes_nothing() -> None:
     world.run(3.0)
     assert world.promotions
     assert world.freezes == []
+
+
+def test_a_watcher_that_still_sees_the_old_primary_leaves_frozen_replicas_alone() -> None:
+    # Two watchers lose the primary, the third still reaches it. With fencing the leader keeps
+    # the replicas frozen for the whole lease wait (seconds, longer than convert_after): the
+    # third watcher must not "repair" them back to the primary in the meantime, or they
+    # would confirm its writes again.
+    world = make_world(offsets=(100, 100), fencing=True)
+    world.streams[P] = 10
+    world.run(2.0)
+    world.cut_pairs |= {("w1", P), ("w2", P)}
+    world.run(12.0)
+    assert len(world.promotions) == 1
+    # Nobody pointed a frozen replica back at the old primary (after the switch, the others
+    # may repoint one to the new primary: that is the same repair the leader makes).
+    back_to_old = [
+        e
+        for e in world.published
+        if e[2] == "+fix-slave-config" and e[3].endswith("@ mymaster 10.0.0.1 6379")
+    ]
+    assert back_to_old == []
+    assert world.events("+fence-wait"), "the leader waited out the lease, replicas frozen"
+    new = world.promotions[0][2]
+    assert world.acked["history-1"] <= world.fork_offsets[new]

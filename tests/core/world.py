@@ -89,6 +89,8 @@ class World:
     fenced_old: list[tuple[float, str, Address, bool]] = field(default_factory=list)
     # Nodes the watchers cannot reach although they are up and their replicas hear them.
     cut_from_watchers: set[Address] = field(default_factory=set)
+    # (watcher, node) pairs cut apart: a partition between some watchers and a node.
+    cut_pairs: set[tuple[str, Address]] = field(default_factory=set)
     freezes: list[tuple[float, str, Address]] = field(default_factory=list)
     # The highest offset of each history that a replica acknowledged (what WAIT 1 confirmed),
     # and the offset each promoted replica's new history forked from its old one.
@@ -195,7 +197,7 @@ class World:
                         name,
                         ProbeFailed(now=now, primary=primary, address=address, kind=FailureKind.REFUSED),
                     )
-                elif node.paused or address in self.cut_from_watchers:
+                elif node.paused or address in self.cut_from_watchers or (name, address) in self.cut_pairs:
                     self._later(
                         timeout,
                         name,
@@ -209,7 +211,8 @@ class World:
                     )
             case QueryInfo(primary, address, timeout, freeze):
                 node = self.nodes.get(address)
-                if node is None or not node.alive or node.paused or address in self.cut_from_watchers:
+                cut = address in self.cut_from_watchers or (name, address) in self.cut_pairs
+                if node is None or not node.alive or node.paused or cut:
                     self._later(
                         0.001 if node is None or not node.alive else timeout,
                         name,
