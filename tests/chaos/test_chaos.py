@@ -1,8 +1,9 @@
 """The chaos rig under pytest.
 
-``test_jepsen_2013_partition`` runs ONE real schedule (the 2013 partition, about 30 s) in
-network namespaces when this machine allows it (root, ``ip netns``, iptables inside a
-namespace); otherwise it skips and says why. It asserts invariants, never timings.
+``test_jepsen_2013_partition`` and ``test_watcher_split_loses_no_confirmed_write`` run two
+real schedules (about 30 s each) in network namespaces when this machine allows it (root,
+``ip netns``, iptables inside a namespace); otherwise they skip and say why. They assert
+invariants, never timings.
 
 The other tests check the checker's arithmetic on hand-made timelines and run anywhere.
 """
@@ -16,7 +17,7 @@ import pytest
 from . import harness
 from .checker import check_epochs, longest_split_brain, parse_logfmt
 from .rig import RigConfig, environment_problem, our_namespaces, teardown_on_signals
-from .scenarios import jepsen_2013
+from .scenarios import jepsen_2013, watcher_split
 from .schedule import make_schedule
 
 
@@ -63,3 +64,20 @@ def test_jepsen_2013_partition() -> None:
     assert result.acked > 0, "the writer never got a write acknowledged: nothing was checked"
     # The teardown removed every namespace of this process.
     assert not [ns for ns in our_namespaces() if ns.startswith(f"hrc{os.getpid()}")]
+
+
+def test_watcher_split_loses_no_confirmed_write() -> None:
+    """Without fencing: the primary is cut off from the watchers only and keeps streaming to
+    its replicas while the majority fails it over. The leader freezes the replicas before it
+    chooses, so no write a client confirmed with WAIT 1 is lost (this lost some before)."""
+    problem = environment_problem()
+    if problem is not None:
+        pytest.skip(f"chaos rig unavailable: {problem}")
+    with teardown_on_signals():
+        result = harness.run("watcher_split", watcher_split, RigConfig(), replay="(pytest)")
+    details = "\n".join([*result.violations, *result.notes, *result.events])
+    assert result.violations == [], details
+    assert result.failovers >= 1, details
+    assert result.wait_acked > 0, "no write was confirmed with WAIT: nothing was checked"
+    assert result.blind_promotions == 0, details  # the leader saw every replica
+    assert result.lost_wait_acked == 0, details
