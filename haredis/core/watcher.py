@@ -515,19 +515,24 @@ class Watcher:
             or group.paused_until is not None
         ):
             return False
+        # Runs after every event: identity and field comparisons, not Address.__eq__.
         primary = group.address
-        for address, inst in group.instances.items():
+        host, port = primary.host, primary.port
+        instances = group.instances
+        primary_inst = instances.get(primary)
+        for inst in instances.values():
             det = inst.detector
             if det.down_since is not None or det.hard_fail_since is not None:
                 return False
             if inst.contradicting_since is not None or inst.convert_sent_at is not None:
                 return False
             info = inst.info
-            if (
-                address != primary
-                and info is not None
-                and (info.role is Role.PRIMARY or (info.role is Role.REPLICA and info.master != primary))
-            ):
+            if info is None or inst is primary_inst:
+                continue
+            if info.role is Role.PRIMARY:
+                return False
+            master = info.master
+            if info.role is Role.REPLICA and (master is None or master.port != port or master.host != host):
                 return False
         return True
 
@@ -537,22 +542,30 @@ class Watcher:
         unanswered probe would bring (see Detector)."""
         s = group.settings
         ping_period, down_after, info_period = s.ping_period, s.down_after, s.info_period
+        guard = 2.0 * s.probe_timeout
         due = math.inf
-        for inst in group.instances.values():
+        for inst in group.instances.values():  # runs after every event: plain comparisons
             det = inst.detector
             if det.last_probe_sent is None:
                 return self._first_visit_at(group)  # everything of a new instance is due then
             if det.in_flight_since is not None:
-                at = det.in_flight_since + 2.0 * s.probe_timeout
+                at = det.in_flight_since + guard
             else:
                 at = det.last_probe_sent + ping_period
-            if det.unanswered_since is not None and det.unanswered_since + down_after < at:
-                at = det.unanswered_since + down_after
+            unanswered = det.unanswered_since
+            if unanswered is not None and unanswered + down_after < at:
+                at = unanswered + down_after
             if inst.info_asked_at is not None:
-                info_at = inst.info_asked_at + 2 * info_period
+                info_due = inst.info_asked_at + 2 * info_period
             else:
-                info_at = max(inst.info_at or -1e18, inst.info_failed_at or -1e18) + info_period
-            due = min(due, at, info_at)
+                # As _schedule_probes reads them (`or`: a time of 0.0 counts as never).
+                info_due = inst.info_at or -1e18
+                failed_at = inst.info_failed_at or -1e18
+                info_due = (failed_at if failed_at > info_due else info_due) + info_period
+            if info_due < at:
+                at = info_due
+            if at < due:
+                due = at
         return due
 
     def _first_visit_at(self, group: _Group) -> float:
