@@ -42,8 +42,6 @@ from typing import Any, Final, Self
 
 from redis._parsers import _AsyncHiredisParser, _AsyncRESP2Parser
 from redis.asyncio.connection import Connection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import HIREDIS_AVAILABLE
@@ -322,7 +320,10 @@ class RedisLink:
             "password": self._password,
             "socket_timeout": None,  # each call's deadline is enforced around it
             "socket_connect_timeout": self._connect_timeout,
-            "retry": Retry(NoBackoff(), 0),
+            # No retry object: redis-py then makes its own Retry(NoBackoff(), 0) (the same: no
+            # retries) instead of deep-copying ours, which cost more than the rest of a connect
+            # (a watcher starting with a thousand primaries opens thousands of these at once).
+            "retry": None,
             "parser_class": _PARSER,
             "decode_responses": True,
             "encoding_errors": "replace",
