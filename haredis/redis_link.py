@@ -466,10 +466,19 @@ class RedisLink:
         if self._ping_wire is None:
             self._ping_wire = _pack_one(tuple(self._command(("PING",))))
         try:
-            async with asyncio.timeout(timeout), self._lock:
+            async with asyncio.timeout(timeout) as deadline, self._lock:
                 conn = await self._connection()
                 try:
                     return await self._exchange_ping(conn, self._ping_wire)
+                except asyncio.CancelledError:
+                    try:
+                        reply = await self._reply_already_in(conn, deadline)
+                    except Exception:
+                        reply = None  # a malformed line: the timeout stands
+                    if reply is not None:
+                        return reply
+                    await self._forget(conn)  # out of step with our commands: never reuse
+                    raise
                 except BaseException:
                     await self._forget(conn)  # out of step with our commands: never reuse
                     raise
@@ -482,8 +491,23 @@ class RedisLink:
         except Exception as exc:
             raise LinkError(classify(exc), f"{self._address}: {_describe(exc)}") from exc
 
-    @staticmethod
-    async def _exchange_ping(conn: Any, wire: bytes) -> str:
+    @classmethod
+    async def _reply_already_in(cls, conn: Any, deadline: asyncio.Timeout) -> str | None:
+        """At the deadline (and only for it: any other cancellation propagates), the whole
+        reply may already sit in the stream's buffer: when our own loop stalls, the reply
+        and the deadline are handled in the same loop iteration, the deadline last. The
+        instance did answer; calling that a timeout would blame it for our stall, and drop
+        and reopen every connection at once after one (each a TIME_WAIT socket)."""
+        task = asyncio.current_task()
+        reader = conn._reader
+        if not deadline.expired() or task is None or task.cancelling() != 1 or reader is None:
+            return None
+        if b"\n" not in reader._buffer:  # asyncio.StreamReader's buffer: no public peek
+            return None
+        return await cls._read_ping_reply(reader)  # the line is there: does not wait
+
+    @classmethod
+    async def _exchange_ping(cls, conn: Any, wire: bytes) -> str:
         """One PING on the connection's own stream. Every exchange on a link reads all of its
         replies, so nothing is left in redis-py's parser between calls and the stream is
         where the next reply starts. PING's reply is one line: ``+PONG`` or ``-CODE text``."""
@@ -491,7 +515,11 @@ class RedisLink:
         if reader is None or writer is None:
             raise ConnectionResetError(_SERVER_CLOSED)
         writer.write(wire)  # 14 bytes, one in flight per link: no backpressure to wait for
-        line: bytes = await reader.readline()
+        return await cls._read_ping_reply(reader)
+
+    @staticmethod
+    async def _read_ping_reply(reader: asyncio.StreamReader) -> str:
+        line = await reader.readline()
         if not line.endswith(b"\r\n"):
             raise ConnectionResetError(_SERVER_CLOSED)  # EOF before a whole reply
         kind, text = line[:1], line[1:-2].decode("utf-8", "replace")

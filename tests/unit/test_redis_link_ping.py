@@ -7,6 +7,8 @@ tests/integration/test_redis_link.py.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -62,3 +64,36 @@ async def test_ping_uses_the_renamed_command(redis_server: RedisProc) -> None:
         assert plain.connected  # an error reply does not drop the connection
     finally:
         await plain.close()
+
+
+async def test_a_reply_that_arrived_while_our_loop_stalled_is_not_a_timeout(redis_server: RedisProc) -> None:
+    """The PING goes out, then our own event loop blocks past the deadline while the PONG
+    arrives: the reply and the deadline are handled in the same loop iteration. The instance
+    answered, so the answer counts and the connection stays (a stalled watcher must not
+    report, and reconnect, every instance at once)."""
+    link = RedisLink(
+        redis_server.address,
+        username=None,
+        password=None,
+        connect_timeout=1.0,
+        renamed={"PING": "hidden-ping"},
+    )
+    try:
+        assert await link.ping(1.0) == "PONG"
+        task = asyncio.ensure_future(link.ping(0.2))
+        # Runs right after the task's first step, which sends the PING and waits for the reply.
+        asyncio.get_running_loop().call_soon(time.sleep, 1.0)
+        assert await task == "PONG"
+        assert link.connected
+        # A real timeout (nothing arrives) still is one, and still drops the connection.
+        redis_server.stop()
+        try:
+            with pytest.raises(LinkError) as caught:
+                await link.ping(0.2)
+            assert caught.value.kind is FailureKind.TIMEOUT
+            assert not link.connected
+        finally:
+            redis_server.cont()
+        assert await link.ping(2.0) == "PONG"
+    finally:
+        await link.close()
