@@ -486,8 +486,10 @@ class Metrics:
         self.probe_duration.labels(primary).observe(max(0.0, seconds))
 
     def timed_probe_link(self, primary: str, link: Pingable) -> TimedProbeLink:
-        """Wrap a probe link so each answered PING is observed (for the daemon's link factory)."""
-        return TimedProbeLink(link, lambda seconds: self.observe_probe(primary, seconds))
+        """Wrap a probe link so each answered PING is observed (for the daemon's link factory).
+        The histogram's series is looked up once here, not on every PING."""
+        series = self.probe_duration.labels(primary)
+        return TimedProbeLink(link, lambda seconds: series.observe(max(0.0, seconds)))
 
     def observe_event(self, channel: str, message: str, now: float) -> None:
         """Count one published event and follow the failover it belongs to (module docstring).
