@@ -14,7 +14,9 @@ Modules (one job each):
 - ``config``: the per-seed world (watchers, quorum, replicas, priorities, timings, settings).
 - ``redis_node``: fake Redis nodes (roles, replid/replid2, offsets, the writer, PSYNC/full
   resync, kill/pause/restart/EMPTY restart, min-replicas-to-write with per-replica acks and
-  whole-second clocks, CLIENT PAUSE WRITE) and ``Lineage``, the ground truth of histories.
+  whole-second clocks, CLIENT PAUSE WRITE (a paused replica reads but does not apply), the
+  selection's freeze (REPLICAOF 127.0.0.1:0 between two INFOs), WAIT acknowledgements) and
+  ``Lineage``, the ground truth of histories.
 - ``fencing``: the executor's side of write fencing (``Fence``; a ``Promote`` that pauses,
   then demotes and unpauses the old primary), each step on the simulated network.
 - ``network``: delay + jitter, drop, duplicate, reorder; symmetric and one-way cuts.
@@ -23,7 +25,9 @@ Modules (one job each):
 - ``faults``: the fault schedule drawn from the seed, how each fault applies, the final heal.
 - ``history``: when each node, watcher, link and the network was disturbed.
 - ``invariants``: the checks (see its docstring), run on the step that could break each;
-  ``write_fence`` measures split brains (nodes accepting writes at once) for invariant 13.
+  ``write_fence`` measures split brains (nodes accepting writes at once) for invariant 13;
+  ``wait_acks`` keeps the WAIT-confirmed writes and judges invariant 14 (none lost by a
+  promotion made while the leader could see every replica).
 - ``trace``: compact records of every event and action, the trace hash, the human timeline.
 - ``world``: composes the above and runs one seed; ``runner``/``__main__``: many seeds.
 - ``toy_watcher``: a tiny contract-following watcher with switchable bugs, used only to prove
@@ -36,11 +40,13 @@ What the simulator does NOT model (so the checks cannot speak for it):
   A failed disk write (the executor would stop the watcher) is not injected.
 - Redis details: one logical replication stream per node (no RDB/AOF timing: a restart
   either keeps everything or is EMPTY; a persistent restart keeps its replid and offset),
-  no WAIT, no replica-serve-stale-data
+  no replica-serve-stale-data
   (never MASTERDOWN), no BUSY/NOAUTH replies, no replica-announced=no, no memory limits.
   Every node that accepts writes gets them at the same rate (clients that stick to a stale
-  primary); acknowledged-write loss is therefore not measured, only where data went, and
-  how long two nodes accepted writes at once. A replica's last_io is refreshed on every
+  primary); plain acknowledged-write loss is therefore not measured, only where data went,
+  how long two nodes accepted writes at once, and which WAIT-confirmed writes were lost:
+  every offset a replica applies while linked to a primary counts as acknowledged at once
+  (WAIT 1 with no timeout, so a late ack confirms too: stricter than a client's WAIT 1 500). A replica's last_io is refreshed on every
   replication tick while its master is reachable (real Redis: on data, or the 1 s ping when
   fenced); a SIGSTOPped primary reads acks buffered during the stop as fresh on SIGCONT.
 - Networks: delays are independent per message (no bandwidth, no per-connection FIFO beyond

@@ -73,6 +73,9 @@ class SimConfig:
     fencing: bool = False
     fence_min_replicas: int = 1
     fence_max_lag: int = 2
+    # A control for the pre-selection freeze (invariant 14): the executor answers
+    # QueryInfo(freeze=True) with a plain INFO, as if the core did not freeze.
+    ignore_freeze: bool = False
 
     @property
     def majority(self) -> int:
@@ -212,6 +215,9 @@ def scenario(
     fencing: bool = False,
     fence_max_lag: int = 2,
     fence_min_replicas: int = 1,
+    write_rate: int = 2000,
+    redis_delay: float = 0.0003,
+    ignore_freeze: bool = False,
 ) -> SimConfig:
     """A hand-made world for scenario tests: nothing random but the network jitter."""
     rng = random.Random(seed)
@@ -233,6 +239,10 @@ def scenario(
         fencing=fencing,
         fence_min_replicas=fence_min_replicas,
         fence_max_lag=fence_max_lag,
+        write_rate=write_rate,
+        backlog=write_rate * 30,
+        redis_delay=redis_delay,
+        ignore_freeze=ignore_freeze,
     )
     if fencing:
         cfg = replace(cfg, nodes=with_phases(cfg.nodes, fence_rng(seed)))

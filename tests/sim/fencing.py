@@ -158,12 +158,18 @@ class FencedPromote:
 
     def _answer(self) -> None:
         a = self.action
-        builder = partial(
-            PromoteDone,
-            primary=a.primary,
-            address=a.address,
-            epoch=a.epoch,
-            role_ok=self.promoted,
-            **({"detail": self.detail} if self.detail else {}),
-        )
+        builder: Any
+        if self.detail:
+            builder = partial(
+                PromoteDone,
+                primary=a.primary,
+                address=a.address,
+                epoch=a.epoch,
+                role_ok=self.promoted,
+                detail=self.detail,
+            )
+        else:
+            builder = partial(
+                PromoteDone, primary=a.primary, address=a.address, epoch=a.epoch, role_ok=self.promoted
+            )
         self.host.deliver(builder)

@@ -37,6 +37,12 @@
                     could not read, or one whose link carries only replica->primary, was
                     still acking the old primary (the documented limits). See `write_fence`
                     for why this bound and not fence_lease + 1 s.
+14 wait-acked-kept  a write a client confirmed with WAIT 1 (an offset a replica acknowledged to
+                    its primary) stays on the final primary's history, for every promotion on
+                    that history's line whose leader could reach every replica through its
+                    selection (a promotion without that view is exempt and counted, as is a
+                    write that, at the promotion, only priority-0 replicas held). See
+                    `wait_acks`.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from haredis.core.model import Address, DurableState, PrimaryDurable, Role
 
+from .wait_acks import WaitAcks
 from .write_fence import WriteFence
 
 if TYPE_CHECKING:
@@ -85,6 +92,7 @@ class Checker:
         cfg = world.config
         self.primary_settings = {p.name: p for p in cfg.watcher_settings(cfg.watchers[0]).primaries}
         self.write_fence = WriteFence(world)
+        self.wait_acks = WaitAcks(world)
         self.fence_wait_at: dict[str, float] = {}  # watcher -> its last +fence-wait
         if cfg.fencing:
             self.covered("fencing-on")
@@ -521,6 +529,7 @@ class Checker:
         self.covered("liveness")
         for problem in liveness_problems(self.world):
             self.fail("7-liveness", problem)
+        self.wait_acks.final()
 
 
 def liveness_problems(world: World) -> list[str]:

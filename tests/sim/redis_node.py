@@ -26,6 +26,24 @@ The model, close to Redis 7:
   stopped (unless a replica's close, read at resume, makes it recount).
 - A node accepts writes iff it is alive, not paused, a master, not LOADING, not under
   FAILOVER's or CLIENT PAUSE WRITE's write pause, and (no fence, or enough good replicas).
+- The watchers' pre-selection freeze (`QueryInfo.freeze`, the runtime's RedisLink.freeze):
+  on a node that reports role replica, INFO, then REPLICAOF 127.0.0.1:0 (FREEZE_TARGET:
+  nothing listens there) and INFO again, in one step; the answer carries both. The detached
+  replica keeps its replid and offset (its master is cached, not blocked), so a later
+  REPLICAOF of the new primary is a partial resync; it neither applies nor acknowledges the
+  old primary's stream any more. Unfreeze is a plain REPLICAOF of the old primary.
+- CLIENT PAUSE WRITE on a node that is (or becomes, like a fenced old primary demoted while
+  paused) a replica stops it APPLYING its master's stream: it keeps reading (`read_off`,
+  INFO's slave_read_repl_offset, and last_io), but its applied offset, which INFO reports
+  and its acks carry, stands still until CLIENT UNPAUSE or the pause's end; then it applies
+  what it buffered at once. Redis postpones the master client while paused, and a postponed
+  (blocked) master client that is dropped is NOT cached (freeClient): a REPLICAOF, a link
+  loss or a master's death while unapplied data waits leaves no cached master, so the next
+  PSYNC is a full resync. REPLICAOF NO ONE promotes at the applied offset.
+- WAIT: every offset a replica applies while its link to a PRIMARY is up (and its acks get
+  through) is acknowledged at once (Redis answers WAIT's GETACK promptly), so the writes up
+  to it count as WAIT-confirmed (`wait_acks`, invariant 14). A blocked WAIT never times out
+  here (WAIT 1 0): a late ack confirms too, which only makes the check stricter.
 - Kill: connections are refused. Pause: requests queue and are answered on resume (so the
   watchers time out). Restart: a new run id; with persistence the data, replid and offset
   are kept (LOADING for `load_time`); EMPTY restarts get a new replid and offset 0. The role
@@ -42,6 +60,7 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
+from haredis.core.actions import FREEZE_TARGET
 from haredis.core.events import FailureKind
 from haredis.core.model import Address, InstanceInfo, ReplicaLink, Role
 
@@ -128,6 +147,25 @@ class Lineage:
             cur, limit = parent[0], min(limit, parent[1])
         return False
 
+    def canonical(self, replid: str, off: int) -> tuple[str, int]:
+        """The same data named on the oldest history that holds it: a history's first
+        offsets, up to where it branched, are its parent's."""
+        while True:
+            parent = self._parent.get(replid)
+            if parent is None or off > parent[1]:
+                return (replid, off)
+            replid = parent[0]
+
+    def descends(self, replid: str, ancestor: str) -> bool:
+        """Is `replid` the history `ancestor` or one branched (at any depth) from it?"""
+        cur: str | None = replid
+        while cur is not None:
+            if cur == ancestor:
+                return True
+            parent = self._parent.get(cur)
+            cur = parent[0] if parent is not None else None
+        return False
+
     def compatible(self, a: tuple[str, int], b: tuple[str, int]) -> bool:
         """One is a prefix of the other: the two have not diverged."""
         return self.is_prefix(a[0], a[1], b[0], b[1]) or self.is_prefix(b[0], b[1], a[0], a[1])
@@ -154,12 +192,14 @@ class FakeRedis:
         "loading_until",
         "master",
         "name",
+        "no_cached_master",
         "past_histories",
         "paused",
         "paused_long",
         "pending_acks",
         "priority",
         "queue",
+        "read_off",
         "repl_period",
         "replid",
         "replid2",
@@ -201,6 +241,8 @@ class FakeRedis:
         self.link_run_id = ""
         self.last_io = 0.0
         self.sync_until: float | None = None
+        self.read_off = 0  # what a CLIENT PAUSEd replica has read from its master (>= its applied offset)
+        self.no_cached_master = False  # its next PSYNC must be a full resync (see the docstring)
         self.loading_until = 0.0
         self.last_change = 0.0  # when replication last moved this node's offset
         self.queue: list[Request] = []
@@ -308,16 +350,61 @@ class FakeRedis:
         self._refresh_good_replicas()
 
     def pause_writes(self, seconds: float) -> None:
-        """CLIENT PAUSE <ms> WRITE: expires by itself."""
+        """CLIENT PAUSE <ms> WRITE: expires by itself. A paused replica stops applying."""
         until = self.world.sched.now + seconds
         if until > self.client_pause_until:
             self.client_pause_until = until
-            self.world.sched.at(until, self._update_writing)
+            self.world.sched.at(until, self._pause_expired)
         self._update_writing()
 
     def unpause_writes(self) -> None:
+        """CLIENT UNPAUSE. A replica then applies what it read while paused."""
+        was_paused = self.client_paused()
         self.client_pause_until = 0.0
         self._update_writing()
+        if was_paused:
+            self._apply_buffer()
+
+    def _pause_expired(self) -> None:
+        if self.world.sched.now >= self.client_pause_until:
+            self._update_writing()
+            self._apply_buffer()
+
+    def client_paused(self) -> bool:
+        """Under CLIENT PAUSE WRITE: as a replica, reading its master's stream, not applying it."""
+        return self.world.sched.now < self.client_pause_until
+
+    def _holds_unapplied(self) -> bool:
+        """A paused replica whose master link carries data it has not applied: Redis's master
+        client is postponed (blocked), and a blocked master client is not cached when freed."""
+        return (
+            self.role is Role.REPLICA and self.link_up and self.client_paused() and self.read_off > self._off
+        )
+
+    def _apply_buffer(self) -> None:
+        """The pause is over: apply (and acknowledge) what was read while paused."""
+        if self.role is not Role.REPLICA or not self.link_up or not self.alive or self.paused:
+            return
+        m = self.world.node_at(self.master)
+        if m is None or m.run_id != self.link_run_id or m.replid != self.replid:
+            return
+        if self.read_off > self._off:
+            self._set_offset(self.read_off)
+            self._acked(m)
+
+    def _acked(self, m: FakeRedis) -> None:
+        """This replica applied up to its offset on `m`'s stream; its ack confirms the writes
+        up to there to any client blocked in WAIT on `m` (if `m` is a primary that hears it)."""
+        if (
+            m.role is Role.PRIMARY
+            and m.alive
+            and not m.paused
+            and self.link_up
+            and self.link_run_id == m.run_id
+            and self.replid == m.replid
+            and self.world.network.can(self.name, m.name)
+        ):
+            self.world.checker.wait_acks.on_ack(m, self)
 
     def _set_offset(self, value: int) -> None:
         self._off = value
@@ -343,6 +430,9 @@ class FakeRedis:
         self._leave_master()
         self.link_up = False
         self.sync_until = None
+        for other in self.world.nodes:
+            if other is not self and other.alive and other.master == self.address and other.link_up:
+                other.master_closed()
         queued, self.queue = self.queue, []
         if self.failover_req is not None:
             queued.append(self.failover_req)
@@ -371,6 +461,8 @@ class FakeRedis:
         self.link_up = False
         self.link_down_since = now
         self.sync_until = None
+        self.read_off = self._off
+        self.no_cached_master = False
         # A new process: CONFIG SET, replicas' acks and client pauses are gone.
         self.fence = None
         self.acks = {}
@@ -436,10 +528,20 @@ class FakeRedis:
             result = "LOADING" if now < self.loading_until else "PONG"
         elif kind == INFO:
             result = self.info()
+            freeze = getattr(req.action, "freeze", False)
+            if freeze and self.role is Role.REPLICA and not world.config.ignore_freeze:
+                # The selection's freeze: INFO, then REPLICAOF FREEZE_TARGET and INFO again
+                # (the runtime's RedisLink.freeze); answered as (after, before).
+                before = result
+                self.replicaof(FREEZE_TARGET)
+                world.checker.covered("freezes")
+                result = (self.info(), before)
         elif kind == PROMOTE:
             if self.role is Role.REPLICA:
                 world.checker.on_node_promoted(self, req.host, req.action)
-            self.replicaof_no_one()
+                before = self.history_point()
+                self.replicaof_no_one()
+                world.checker.wait_acks.on_promoted(self, req.host, req.action, before)
             result = True
         elif kind == SWITCHOVER:
             self._failover_start(req)
@@ -581,6 +683,7 @@ class FakeRedis:
         self.role = Role.PRIMARY
         self.role_since = now
         self.master = None
+        self.read_off = self._off
         self.link_up = False
         self.sync_until = None
         self._update_writing()
@@ -590,6 +693,8 @@ class FakeRedis:
         if self.role is Role.REPLICA and self.master == target:
             return  # "+OK Already connected to specified master"
         now = self.world.sched.now
+        if self._holds_unapplied():
+            self._lose_cached_master("REPLICAOF")
         if self.role is Role.PRIMARY:
             self.role = Role.REPLICA
             self.role_since = now
@@ -599,6 +704,7 @@ class FakeRedis:
             self._update_writing()
         self._leave_master()
         self.master = target
+        self.read_off = self._off
         self.link_up = False
         self.link_down_since = now
         self.sync_until = None
@@ -636,37 +742,62 @@ class FakeRedis:
             self.link_up = False  # the master restarted or changed history: reconnect
         if self.sync_until is not None:
             if now >= self.sync_until:
+                # The RDB is loaded even while paused (it is not a command), and acknowledged.
                 self.sync_until = None
+                self.no_cached_master = False
                 self.replid = m.replid
                 self.replid2 = ""
                 self.second_offset = -1
                 self._set_offset(m.offset())
                 self.past_histories = []
                 self._link_established(m)
+                self._acked(m)
             return
         if not self.link_up:
             moff = m.offset()
             off = self.offset()
             same = self.replid == m.replid or (self.replid == m.replid2 and off <= m.second_offset)
-            if same and off <= moff and moff - off <= world.config.backlog:
+            if same and not self.no_cached_master and off <= moff and moff - off <= world.config.backlog:
                 if self.replid != m.replid:
                     self.replid2 = self.replid
                     self.second_offset = off
                     self.replid = m.replid
-                if moff != off:
-                    self._set_offset(moff)
                 self._link_established(m)
+                self._receive(m, moff)
             else:
                 self.sync_until = now + world.config.full_sync_time
             return
-        moff = m.offset()
-        if moff != self._off:
-            self._set_offset(moff)
+        self._receive(m, m.offset())
 
     def _link_established(self, m: FakeRedis) -> None:
         self.link_up = True
         self.link_run_id = m.run_id
+        self.read_off = self._off
         m.replica_attached(self)
+
+    def _receive(self, m: FakeRedis, moff: int) -> None:
+        """The stream from `m` up to `moff` arrived: applied and acknowledged, unless paused."""
+        if self.client_paused():
+            self.read_off = max(self.read_off, moff)
+            return
+        if moff != self._off:
+            self._set_offset(moff)
+        self._acked(m)
+
+    def _lose_cached_master(self, why: str) -> None:
+        """The blocked master client is freed uncached: the next PSYNC is a full resync."""
+        self.no_cached_master = True
+        self.world.checker.covered("paused-link-dropped-uncached")
+        self.world.note(
+            self.name, f"{why} while paused with unapplied data: no cached master (full resync next)"
+        )
+
+    def master_closed(self) -> None:
+        """Its master died: the connection closes at once (the link is marked down at the
+        next tick); a paused replica with unapplied data loses its cached master now."""
+        if self._holds_unapplied():
+            self._lose_cached_master("master closed the link")
+        self.read_off = self._off
 
     def _leave_master(self) -> None:
         """This replica closes its replication connection (its master forgets it)."""
@@ -676,6 +807,9 @@ class FakeRedis:
                 m.replica_detached(self)
 
     def _link_down(self, now: float) -> None:
+        if self._holds_unapplied():
+            self._lose_cached_master("link lost")
+        self.read_off = self._off
         if self.link_up:
             self.link_up = False
             self.link_down_since = now

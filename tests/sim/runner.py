@@ -10,11 +10,13 @@ import argparse
 import hashlib
 import multiprocessing
 import os
+import random
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from . import config as config_mod
 from .world import World
 
 
@@ -32,13 +34,18 @@ class SeedReport:
     coverage: tuple[tuple[str, int], ...] = ()
 
 
-def run_one(seed: int, timeline: bool = False, toy: bool = False) -> SeedReport:
+def run_one(seed: int, timeline: bool = False, toy: bool = False, ignore_freeze: bool = False) -> SeedReport:
+    """One seed; `ignore_freeze` is the control of invariant 14 (see SimConfig), set on the
+    generated world without changing anything else the seed draws."""
     factory = None
     if toy:
         from .toy_watcher import toy_factory
 
         factory = toy_factory()
-    result = World(seed, factory=factory).run()
+    cfg = None
+    if ignore_freeze:
+        cfg = replace(config_mod.generate(seed, random.Random(seed)), ignore_freeze=True)
+    result = World(seed, cfg, factory=factory).run()
     return SeedReport(
         seed=seed,
         config=result.config,
@@ -53,15 +60,20 @@ def run_one(seed: int, timeline: bool = False, toy: bool = False) -> SeedReport:
     )
 
 
-def _run_args(args: tuple[int, bool, bool]) -> SeedReport:
+def _run_args(args: tuple[int, bool, bool, bool]) -> SeedReport:
     return run_one(*args)
 
 
 def run_many(
-    seeds: Iterable[int], jobs: int | None = None, *, timeline: bool = False, toy: bool = False
+    seeds: Iterable[int],
+    jobs: int | None = None,
+    *,
+    timeline: bool = False,
+    toy: bool = False,
+    ignore_freeze: bool = False,
 ) -> Iterator[SeedReport]:
     """Yield one report per seed, in the order of `seeds`, using `jobs` processes."""
-    tasks = [(seed, timeline, toy) for seed in seeds]
+    tasks = [(seed, timeline, toy, ignore_freeze) for seed in seeds]
     jobs = jobs or os.cpu_count() or 1
     if jobs <= 1 or len(tasks) <= 1:
         for task in tasks:
@@ -72,8 +84,9 @@ def run_many(
         yield from pool.imap(_run_args, tasks, chunksize=1)
 
 
-def replay_command(seed: int) -> str:
-    return f"python -m tests.sim --seeds 1 --start {seed} --trace"
+def replay_command(seed: int, ignore_freeze: bool = False) -> str:
+    flags = " --ignore-freeze" if ignore_freeze else ""
+    return f"python -m tests.sim --seeds 1 --start {seed} --trace{flags}"
 
 
 def combined_hash(reports: Iterable[SeedReport]) -> str:
@@ -108,6 +121,26 @@ def fencing_summary(reports: Iterable[SeedReport]) -> str:
     )
 
 
+def wait_acked_summary(reports: Iterable[SeedReport]) -> str:
+    """One line of invariant 14's coverage over all seeds (see wait_acks)."""
+    totals: dict[str, int] = {}
+    for r in reports:
+        for key, value in r.coverage:
+            if key.startswith("wait-acked-") or key in ("freezes", "paused-link-dropped-uncached"):
+                totals[key] = totals.get(key, 0) + value
+    return (
+        f"wait-acked: promotions_checked={totals.get('wait-acked-promotions-checked', 0)} "
+        f"promotions_exempt={totals.get('wait-acked-promotions-exempt', 0)} "
+        f"promotions_superseded={totals.get('wait-acked-promotions-superseded', 0)} "
+        f"lost_exempt_unreachable={totals.get('wait-acked-lost-exempt-unreachable', 0)} "
+        f"lost_exempt_unpromotable={totals.get('wait-acked-lost-exempt-unpromotable', 0)} "
+        f"lost_exempt_unheld={totals.get('wait-acked-lost-exempt-unheld', 0)} "
+        f"lost_unattributed={totals.get('wait-acked-lost-unattributed', 0)} "
+        f"freezes={totals.get('freezes', 0)} "
+        f"paused_links_dropped_uncached={totals.get('paused-link-dropped-uncached', 0)}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.sim", description=__doc__)
     parser.add_argument("--seeds", type=int, default=100, help="how many seeds to run (default 100)")
@@ -118,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--toy", action="store_true", help=argparse.SUPPRESS
     )  # the simulator's self-test watcher
+    parser.add_argument(
+        "--ignore-freeze",
+        action="store_true",
+        help="control: the executor skips QueryInfo.freeze (as if the core did not freeze replicas)",
+    )
     args = parser.parse_args(argv)
 
     started = time.monotonic()
@@ -126,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     violations = 0
     sim_seconds = 0.0
     out = sys.stdout
-    for report in run_many(seeds, args.jobs, timeline=args.trace, toy=args.toy):
+    for report in run_many(
+        seeds, args.jobs, timeline=args.trace, toy=args.toy, ignore_freeze=args.ignore_freeze
+    ):
         reports.append(report)
         violations += len(report.violations)
         sim_seconds += report.sim_seconds
@@ -147,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                     out.write(f"VIOLATION {line}\n")
             out.write(
                 f"seed={report.seed} FAILED violations={len(report.violations)} "
-                f"replay: {replay_command(report.seed)}  first: {report.violations[0]}\n"
+                f"replay: {replay_command(report.seed, args.ignore_freeze)}  first: {report.violations[0]}\n"
             )
         out.flush()
     elapsed = time.monotonic() - started
@@ -157,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     out.write(fencing_summary(reports) + "\n")
+    out.write(wait_acked_summary(reports) + "\n")
     out.write(
         f"seeds={len(reports)} violations={violations} sim_hours={sim_seconds / 3600.0:.2f} "
         f"trace_hash={combined_hash(reports)}\n"

@@ -329,7 +329,7 @@ def test_isolated_primary_without_fencing_keeps_taking_writes_control() -> None:
     world = run(fenced(30, ISOLATE_PRIMARY, fencing=False))
     assert not violations(world)  # invariant 13 applies only with fencing on
     assert world.promotions
-    lease = world.config.primary_settings().fence_lease  # type: ignore[attr-defined]
+    lease = world.config.primary_settings().fence_lease
     assert world.checker.write_fence.longest > lease + 1.0
     assert writes_stopped(world, "r0", 10.0) is not None  # only when it is demoted after the heal
 
@@ -399,3 +399,98 @@ def test_fence_wait_does_not_outlive_the_primarys_recovery() -> None:
     world = run(scenario(seed=50, fencing=True, faults=faults, chaos_end=30.0))
     assert [p for p in world.publishes if p[2] == "+fence-wait"]
     assert "6-no-false-failover" not in invariants_hit(world), violations(world)
+
+
+# -- the pre-selection freeze and WAIT-confirmed writes (invariant 14) ----------------------
+
+# r0 is cut off from the watchers only: it keeps writing and streaming to r1 and r2, whose
+# acknowledgements confirm its writes to clients blocked in WAIT 1. Fast replication and a
+# 5 ms watcher<->Redis link make the window between the leader's selection and the
+# repointing of the other replica long enough to matter (an unfrozen replica applies several
+# more chunks of r0's stream in it).
+CUT_FROM_WATCHERS = Fault(
+    10.0, "partition", 12.0, target="r0>w1,w1>r0,r0>w2,w2>r0,r0>w3,w3>r0", shape="pairs"
+)
+
+
+def cut_from_watchers(seed: int, *, ignore_freeze: bool = False, extra: tuple[Fault, ...] = ()) -> object:
+    return scenario(
+        seed=seed,
+        repl_periods=(0.005, 0.005),
+        write_rate=20000,
+        redis_delay=0.005,
+        faults=(CUT_FROM_WATCHERS, *extra),
+        chaos_end=30.0,
+        ignore_freeze=ignore_freeze,
+    )
+
+
+@pytest.mark.parametrize("seed", [60, 61, 62])
+def test_frozen_replicas_keep_every_wait_confirmed_write(seed: int) -> None:
+    world = run(cut_from_watchers(seed))
+    assert not violations(world)
+    assert len(world.promotions) == 1
+    assert world.checker.coverage.get("wait-acked-promotions-checked") == 1  # the check ran
+    assert world.checker.coverage.get("freezes", 0) >= 2  # both replicas were detached
+    old = world.lineage.canonical(world.node_by_name["r0"].replid, 0)[0]
+    assert world.checker.wait_acks.confirmed[old]  # r0's writes were being confirmed
+    promoted = world.node_by_name[world.promotions[0][3]]
+    other = next(n for n in world.nodes if n.name not in ("r0", promoted.name))
+    # Repointed from its frozen offset by a partial resync: it still names r0's history as
+    # the one it continued from (a full resync would have cleared replid2).
+    assert other.replid == promoted.replid and other.replid2 == old
+
+
+@pytest.mark.parametrize("seed", [60, 61, 62])
+def test_without_the_freeze_wait_confirmed_writes_are_lost_control(seed: int) -> None:
+    """The control: the executor ignores QueryInfo.freeze, so the other replica goes on
+    applying (and acknowledging) r0's writes after the leader chose, gets ahead of the
+    promoted one and loses them in its full resync."""
+    world = run(cut_from_watchers(seed, ignore_freeze=True))
+    assert "14-wait-acked-kept" in invariants_hit(world), violations(world)
+
+
+def test_a_promotion_that_could_not_see_every_replica_is_exempt() -> None:
+    """r2 is cut off from the watchers too: the leader cannot freeze it, it keeps
+    confirming r0's writes until the heal, and loses them; the rule exempts that promotion."""
+    cut_r2 = Fault(5.0, "partition", 20.0, target="r2>w1,w1>r2,r2>w2,w2>r2,r2>w3,w3>r2", shape="pairs")
+    world = run(cut_from_watchers(60, extra=(cut_r2,)))
+    assert "14-wait-acked-kept" not in invariants_hit(world), violations(world)
+    assert world.checker.coverage.get("wait-acked-promotions-exempt") == 1
+    assert world.checker.coverage.get("wait-acked-lost-exempt-unreachable") == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core finding: _try_select takes an INFO reply requested before the freeze (in flight when the "
+    "selection began) as the selection's fresh INFO and ranks on its stale offset",
+)
+def test_selection_ranks_on_the_frozen_offsets_not_on_an_earlier_info_in_flight() -> None:
+    cfg = scenario(
+        seed=63,
+        repl_periods=(0.02, 0.02),
+        write_rate=20000,
+        redis_delay=0.02,
+        faults=(CUT_FROM_WATCHERS,),
+        chaos_end=30.0,
+    )
+    world = run(cfg)
+    assert "14-wait-acked-kept" not in invariants_hit(world), violations(world)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core finding: after freezing, _try_select waits at most one ping period (0.1 s here) for the "
+    "frozen replicas' answers; on a 50 ms link it chooses from the first answer only (seen=1/2)",
+)
+def test_selection_waits_for_every_frozen_replica_on_a_slow_link() -> None:
+    cfg = scenario(
+        seed=60,
+        repl_periods=(0.02, 0.02),
+        write_rate=20000,
+        redis_delay=0.05,
+        faults=(CUT_FROM_WATCHERS,),
+        chaos_end=30.0,
+    )
+    world = run(cfg)
+    assert "14-wait-acked-kept" not in invariants_hit(world), violations(world)

@@ -25,6 +25,7 @@ from haredis.core.actions import (
     SendGossip,
     SendVoteReply,
     Switchover,
+    Unfreeze,
 )
 from haredis.core.events import (
     Event,
@@ -163,7 +164,13 @@ def _a_probe(a: Any) -> Record:
 
 
 def _a_info(a: Any) -> Record:
+    if getattr(a, "freeze", False):
+        return ("Q", a.address.host, a.timeout, "freeze")
     return ("Q", a.address.host, a.timeout)
+
+
+def _a_unfreeze(a: Any) -> Record:
+    return ("UF", a.address.host, a.target.host)
 
 
 def _a_gossip(a: Any) -> Record:
@@ -225,6 +232,7 @@ ACTION_RENDER: dict[type, Callable[[Any], Record]] = {
     Publish: _a_publish,
     Switchover: _a_switchover,
     Fence: _a_fence,
+    Unfreeze: _a_unfreeze,
 }
 
 

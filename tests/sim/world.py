@@ -21,6 +21,7 @@ from haredis.core.actions import (
     SendGossip,
     SendVoteReply,
     Switchover,
+    Unfreeze,
 )
 from haredis.core.events import (
     FailureKind,
@@ -52,6 +53,11 @@ from .watcher_host import Builder, WatcherFactory, WatcherHost
 # The executor's answer to a Switchover may come this long after FAILOVER's own TIMEOUT (it
 # waits for FAILOVER to give up, then answers).
 SWITCHOVER_GRACE = 1.0
+UNFREEZE_TIMEOUT = 2.0  # the runtime's timeout for a best-effort reattach (_UNFREEZE_TIMEOUT)
+
+
+def _ignore_reply(req: Request, ok: bool, payload: Any) -> None:
+    """Unfreeze has no answer event."""
 
 
 def default_factory() -> WatcherFactory:
@@ -133,6 +139,7 @@ class World:
             Switchover: self._x_switchover,
             Publish: self._x_publish,
             Fence: self._x_fence,
+            Unfreeze: self._x_unfreeze,
         }
 
     # -- running ----------------------------------------------------------------------------
@@ -211,7 +218,20 @@ class World:
         self._redis(host, action, PING)
 
     def _x_info(self, host: WatcherHost, action: Any) -> None:
+        if getattr(action, "freeze", False):
+            self.checker.wait_acks.on_freeze_sent(host)
         self._redis(host, action, INFO)
+
+    def _x_unfreeze(self, host: WatcherHost, action: Any) -> None:
+        """REPLICAOF the old primary again (the runtime's reattach), best effort."""
+        node = self.node_at(action.address)
+        target = self.node_at(action.target)
+        self.note(
+            host.name,
+            f"UNFREEZE {node.name if node else '?'} -> {target.name if target else '?'} {action.target}",
+        )
+        step = Step(action.primary, action.address, UNFREEZE_TIMEOUT, target=action.target)
+        self.send_step(host, step, REPLICAOF, _ignore_reply)
 
     def _x_promote(self, host: WatcherHost, action: Any) -> None:
         self.failovers += 1
@@ -379,9 +399,15 @@ class World:
                 )
         elif kind == INFO:
             if ok:
+                info, before = payload if isinstance(payload, tuple) else (payload, None)
                 if not host.paused:  # handed to the core now (a paused one gets it later)
-                    self._seen_info(host, req, payload)
-                builder = partial(InfoReply, primary=a.primary, address=a.address, info=payload)
+                    self._seen_info(host, req, info)
+                if before is None:
+                    builder = partial(InfoReply, primary=a.primary, address=a.address, info=info)
+                else:
+                    builder = partial(
+                        InfoReply, primary=a.primary, address=a.address, info=info, before_freeze=before
+                    )
             else:
                 builder = partial(InfoFailed, primary=a.primary, address=a.address, detail=payload.value)
         elif kind == PROMOTE:
