@@ -561,7 +561,10 @@ class Watcher:
                 # As _schedule_probes reads them (`or`: a time of 0.0 counts as never).
                 info_due = inst.info_at or -1e18
                 failed_at = inst.info_failed_at or -1e18
-                info_due = (failed_at if failed_at > info_due else info_due) + info_period
+                if info_due == failed_at == -1e18:
+                    info_due = self._start_slot(group, info_period)  # the first INFO
+                else:
+                    info_due = (failed_at if failed_at > info_due else info_due) + info_period
             if info_due < at:
                 at = info_due
             if at < due:
@@ -569,16 +572,20 @@ class Watcher:
         return due
 
     def _first_visit_at(self, group: _Group) -> float:
-        """When a group gets its first probes and INFO: spread from the watcher's start by a
-        hash of the group's name, so that a watcher starting with a thousand primaries does
-        not open every connection and send every probe at once (and the probes stay spread
-        after that). The spread is one whole ping period from _START_SPREAD_GROUPS groups on
-        and proportionally less below: a watcher of one group starts at once, as it always
-        did. Instances found later, and groups added by a reload, are probed at the next
-        tick (this time is past for them)."""
+        """When a group is first visited: its first probes (see _start_slot)."""
+        return self._start_slot(group, group.settings.ping_period)
+
+    def _start_slot(self, group: _Group, period: float) -> float:
+        """When a group gets its first probes (period: the ping period) or its first INFO
+        (the INFO period): spread from the watcher's start by a hash of the group's name, so
+        that a watcher starting with a thousand primaries does not open every connection
+        and send every probe and INFO at once (and they stay spread after that). The spread
+        is one whole period from _START_SPREAD_GROUPS groups on and proportionally less
+        below: a watcher of one group starts at once, as it always did. Once the watcher
+        has run for a period, the slot is past: instances found later, and groups added by
+        a reload, are probed and asked at once."""
         share = min(1.0, (len(self._order) - 1) / _START_SPREAD_GROUPS)
-        spread = share * group.settings.ping_period
-        return self._started_at + election.jitter("first-probe", group.name) * spread
+        return self._started_at + election.jitter("first-probe", group.name) * share * period
 
     def _on_probe_result(self, event: ProbeReply | ProbeFailed) -> None:
         group = self._groups.get(event.primary)
@@ -906,6 +913,8 @@ class Watcher:
             if inst.info_asked_at is not None and now - inst.info_asked_at > 2 * info_period:
                 inst.info_asked_at = None  # the answer was lost; ask again below
             last_info = max(inst.info_at or -1e18, inst.info_failed_at or -1e18)
+            if last_info == -1e18:  # never asked: the first INFO waits for its start-up slot
+                last_info = self._start_slot(group, info_period) - info_period
             if inst.info_asked_at is None and now - last_info >= info_period:
                 self._ask_info(group, inst)
 

@@ -228,9 +228,17 @@ def test_a_hang_in_a_calm_group_is_declared_on_the_same_tick_as_before() -> None
             assert sdown == first
 
 
-def test_first_probes_and_info_are_spread_over_one_ping_period() -> None:
+def test_first_probes_and_info_are_spread_over_one_period_each() -> None:
+    """200 primaries probed every second and asked for INFO every 10 s: the first probes
+    are spread over the first second, the first INFO over the first 10 s."""
     primaries = tuple(
-        PrimarySettings(name=f"g{i:03d}", address=Address("10.2.0.1", 7000 + i), quorum=1, down_after=10.0)
+        PrimarySettings(
+            name=f"g{i:03d}",
+            address=Address("10.2.0.1", 7000 + i),
+            quorum=1,
+            down_after=10.0,
+            info_period=10.0,
+        )
         for i in range(200)
     )
     settings_ = WatcherSettings(name="w1", electorate=1, primaries=primaries)
@@ -239,7 +247,7 @@ def test_first_probes_and_info_are_spread_over_one_ping_period() -> None:
     first_probe: dict[Address, float] = {}
     first_info: dict[Address, float] = {}
     now = start
-    for _ in range(12):  # ticks 0.0 .. 1.1 s after the start
+    for _ in range(102):  # ticks 0.0 .. 10.1 s after the start
         for action in watcher.handle(Tick(now=now)):
             if isinstance(action, Probe):
                 first_probe.setdefault(action.address, now - start)
@@ -247,16 +255,30 @@ def test_first_probes_and_info_are_spread_over_one_ping_period() -> None:
                 first_info.setdefault(action.address, now - start)
         now = round(now + 0.1, 9)
     addresses = {p.address for p in primaries}
-    # Every primary is probed and asked for INFO within one ping period (1 s), not later...
+    # Every primary is probed within one ping period (1 s), asked for INFO within one INFO
+    # period (10 s)...
     assert set(first_probe) == addresses and set(first_info) == addresses
     assert max(first_probe.values()) <= 1.0
-    assert first_info == first_probe
-    # ...and not all at once: every 100 ms tick of that second takes a share.
-    per_tick = [sum(1 for t in first_probe.values() if abs(t - k / 10) < 1e-6) for k in range(11)]
-    assert max(per_tick) < 50, per_tick
-    assert sum(1 for n in per_tick if n) >= 9, per_tick
+    assert max(first_info.values()) <= 10.0
+    # ...and not all at once: the ticks of that period each take a share.
+    probes_per_tick = [sum(1 for t in first_probe.values() if abs(t - k / 10) < 1e-6) for k in range(11)]
+    assert max(probes_per_tick) < 50, probes_per_tick
+    assert sum(1 for n in probes_per_tick if n) >= 9, probes_per_tick
+    info_per_tick = [sum(1 for t in first_info.values() if abs(t - k / 10) < 1e-6) for k in range(101)]
+    assert max(info_per_tick) < 20, info_per_tick
+    assert sum(1 for n in info_per_tick if n) >= 60, info_per_tick
     # Deterministic: a second watcher with the same names spreads them the same way.
     again = Watcher(settings_, DurableState(), start)
     assert [a for a in again.handle(Tick(now=start)) if isinstance(a, Probe)] == [
         Probe(p.name, p.address, timeout=p.probe_timeout) for p in primaries if first_probe[p.address] == 0.0
     ]
+
+
+def test_a_watcher_of_one_primary_starts_at_once() -> None:
+    ps = PrimarySettings(
+        name="only", address=Address("10.3.0.1", 6379), quorum=1, down_after=10.0, info_period=10.0
+    )
+    watcher = Watcher(WatcherSettings(name="w1", electorate=1, primaries=(ps,)), DurableState(), 5.0)
+    actions = watcher.handle(Tick(now=5.0))
+    assert Probe("only", ps.address, timeout=ps.probe_timeout) in actions
+    assert any(isinstance(a, QueryInfo) and a.address == ps.address for a in actions)
