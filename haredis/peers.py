@@ -947,11 +947,10 @@ class PeerLink:
         return None
 
 
-# Messages written before their replies are read: a burst (a vote request and a reply for
-# each of many primaries) crosses in a few round trips. A receiver that dies mid-batch costs
+# Messages written before their replies are read. Small: a receiver that dies mid-batch costs
 # at most this many retries, each of which the core tolerates (gossip is state, votes are
 # idempotent).
-_PIPELINE = 64
+_PIPELINE = 16
 
 
 def _merge_gossip(old: Gossip, new: Gossip) -> Gossip:
