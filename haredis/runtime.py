@@ -405,8 +405,9 @@ class Runtime:
             )
             self.feed(InfoFailed(now=self.now(), primary=a.primary, address=a.address, detail=detail))
             return
+        # Not a replica (left alone): its INFO answers the freeze all the same.
         info = after if after is not None else before
-        frozen_from = before if after is not None else None
+        frozen_from = before
         self.feed(
             InfoReply(
                 now=self.now(), primary=a.primary, address=a.address, info=info, before_freeze=frozen_from

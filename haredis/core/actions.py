@@ -43,7 +43,8 @@ class QueryInfo:
 
     With `freeze` (a replica, during the selection of a promotion): in one round trip, INFO,
     then REPLICAOF FREEZE_TARGET (detach it from its primary: nothing listens there), then
-    INFO again; answer with InfoReply(info=<the second>, before_freeze=<the first>). A
+    INFO again; answer with InfoReply(info=<the second>, before_freeze=<the first>) (an
+    instance that is not a replica is left alone: info=before_freeze=<the first>). A
     detached replica neither applies nor acknowledges its old primary's writes, so the offset
     it reports is final and every write a client confirmed with WAIT is at or below the
     freshest one's; it keeps its replication state, so a later REPLICAOF of the new primary is

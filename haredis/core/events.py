@@ -55,7 +55,8 @@ class InfoReply:
     primary: str
     address: Address
     info: InstanceInfo
-    # QueryInfo(freeze=True): the INFO read just before the replica was detached.
+    # Set exactly when this answers a QueryInfo(freeze=True): the INFO read just before the
+    # replica was detached (an instance that was not a replica, left alone: the same INFO).
     before_freeze: InstanceInfo | None = None
 
 

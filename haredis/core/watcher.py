@@ -612,6 +612,8 @@ class Watcher:
             return
         now = self._now
         inst = group.instances[event.address]
+        if self._stale_during_freeze(group, event):
+            return
         inst.info = event.info
         inst.info_at = now
         inst.info_asked_at = None
@@ -732,6 +734,20 @@ class Watcher:
         if last_contact == -math.inf:
             return 0.0
         return max(0.0, last_contact + s.fence_lease - self._now)
+
+    def _stale_during_freeze(self, group: _Group, event: InfoReply) -> bool:
+        """While a frozen selection round runs, a replica's plain INFO answers a request sent
+        before its freeze (it was in flight when the round began): its offset may be older
+        than the frozen one, so it must not be ranked (simulator seed 63). Only the freeze's
+        own answer (which carries the INFO from just before it) counts."""
+        fo = group.failover
+        return (
+            fo is not None
+            and fo.phase is Phase.SELECT
+            and fo.select_frozen
+            and event.before_freeze is None
+            and event.address in fo.frozen
+        )
 
     def _note_freeze(self, group: _Group, address: Address, before: InstanceInfo) -> None:
         """A replica was detached for selection: keep when it last heard from the old primary
@@ -1187,8 +1203,12 @@ class Watcher:
             and (inst.info_at is None or inst.info_at < fo.select_asked_at)
             and (inst.info_failed_at is None or inst.info_failed_at < fo.select_asked_at)
         ]
-        # Wait for every reachable replica's fresh INFO, at most one ping period.
-        if pending and waited < s.ping_period:
+        # Wait for every reachable replica's fresh INFO: at most one ping period, or, for a
+        # frozen round, until each answered or failed (every QueryInfo gets one or the other
+        # within its info_period timeout): choosing from the first answers alone would let a
+        # slower replica hold confirmed writes the chosen one lacks (simulator seed 60).
+        limit = s.info_period + s.ping_period if fo.select_frozen else s.ping_period
+        if pending and waited < limit:
             return
         verdicts = self._rank(group, fo.select_asked_at)
         if fo.switchover:

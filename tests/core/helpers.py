@@ -345,10 +345,16 @@ class Rig:
                         0.001,
                         ProbeFailed(now=now, primary=primary, address=address, kind=FailureKind.REFUSED),
                     )
-            case QueryInfo(primary, address, timeout):
+            case QueryInfo(primary, address, timeout, freeze):
                 node = self.nodes.get(address)
                 if node is not None and node.mode in ("up", "busy"):
-                    self._later(0.001, InfoReply(now=now, primary=primary, address=address, info=node.info))
+                    # A freeze is answered with the INFO from before it too (this rig's nodes
+                    # do not replicate, so before and after are the same).
+                    before = node.info if freeze else None
+                    reply = InfoReply(
+                        now=now, primary=primary, address=address, info=node.info, before_freeze=before
+                    )
+                    self._later(0.001, reply)
                 else:
                     delay = timeout if node is not None and node.mode == "hang" else 0.001
                     self._later(delay, InfoFailed(now=now, primary=primary, address=address))

@@ -218,11 +218,13 @@ class World:
                         name,
                         InfoFailed(now=now, primary=primary, address=address),
                     )
-                elif freeze and node.role is Role.REPLICA:
-                    # Detached as the runtime does it: INFO, REPLICAOF FREEZE_TARGET, INFO.
+                elif freeze:
+                    # Detached as the runtime does it: INFO, REPLICAOF FREEZE_TARGET, INFO
+                    # (a node that is not a replica is left alone).
                     before = self.info(node)
-                    node.master = FREEZE_TARGET
-                    self.freezes.append((now, name, address))
+                    if node.role is Role.REPLICA:
+                        node.master = FREEZE_TARGET
+                        self.freezes.append((now, name, address))
                     info = self.info(node)
                     self._later(
                         0.001,

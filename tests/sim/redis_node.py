@@ -536,6 +536,9 @@ class FakeRedis:
                 self.replicaof(FREEZE_TARGET)
                 world.checker.covered("freezes")
                 result = (self.info(), before)
+            elif freeze and not world.config.ignore_freeze:
+                # Not a replica: left alone, and the INFO answers the freeze all the same.
+                result = (result, result)
         elif kind == PROMOTE:
             if self.role is Role.REPLICA:
                 world.checker.on_node_promoted(self, req.host, req.action)
