@@ -46,9 +46,10 @@ What the simulator does NOT model (so the checks cannot speak for it):
   primary); plain acknowledged-write loss is therefore not measured, only where data went,
   how long two nodes accepted writes at once, and which WAIT-confirmed writes were lost:
   every offset a replica applies while linked to a primary counts as acknowledged at once
-  (WAIT 1 with no timeout, so a late ack confirms too: stricter than a client's WAIT 1 500). A replica's last_io is refreshed on every
-  replication tick while its master is reachable (real Redis: on data, or the 1 s ping when
-  fenced); a SIGSTOPped primary reads acks buffered during the stop as fresh on SIGCONT.
+  (WAIT 1 with no timeout, so a late ack confirms too: stricter than a client's WAIT 1 500).
+  A replica's last_io is refreshed on every replication tick while its master is reachable
+  (real Redis: on data, or the 1 s ping when fenced); a SIGSTOPped primary reads acks
+  buffered during the stop as fresh on SIGCONT.
 - Networks: delays are independent per message (no bandwidth, no per-connection FIFO beyond
   one request/reply), Redis links never duplicate; reachability is decided when a message is
   sent. Replication follows the cuts between nodes, not watcher-to-node cuts.

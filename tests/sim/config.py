@@ -74,7 +74,8 @@ class SimConfig:
     fence_min_replicas: int = 1
     fence_max_lag: int = 2
     # A control for the pre-selection freeze (invariant 14): the executor answers
-    # QueryInfo(freeze=True) with a plain INFO, as if the core did not freeze.
+    # QueryInfo(freeze=True) without detaching anyone (as for a node that is not a replica),
+    # as if the freeze did nothing.
     ignore_freeze: bool = False
 
     @property

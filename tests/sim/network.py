@@ -96,6 +96,7 @@ class Network:
         self, *, drop: float | None = None, dup: float | None = None, jitter: float | None = None
     ) -> None:
         was = self.drop > 0 or self.dup > 0 or self.extra_jitter > 0
+        dropping = self.drop > 0
         if drop is not None:
             self.drop = drop
         if dup is not None:
@@ -107,6 +108,10 @@ class Network:
             self.history.open("net", self.sched.now)
         elif was and not now:
             self.history.close("net", self.sched.now)
+        if self.drop > 0 and not dropping:
+            self.history.open("net-drop", self.sched.now)
+        elif dropping and not self.drop > 0:
+            self.history.close("net-drop", self.sched.now)
 
     # -- sending ----------------------------------------------------------------------------
 

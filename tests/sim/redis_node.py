@@ -528,17 +528,17 @@ class FakeRedis:
             result = "LOADING" if now < self.loading_until else "PONG"
         elif kind == INFO:
             result = self.info()
-            freeze = getattr(req.action, "freeze", False)
-            if freeze and self.role is Role.REPLICA and not world.config.ignore_freeze:
-                # The selection's freeze: INFO, then REPLICAOF FREEZE_TARGET and INFO again
-                # (the runtime's RedisLink.freeze); answered as (after, before).
+            if getattr(req.action, "freeze", False):
+                # The selection's freeze (the runtime's RedisLink.freeze): INFO, then, on a
+                # replica, REPLICAOF FREEZE_TARGET and INFO again; answered as (after,
+                # before). A node that is not a replica is left alone: (info, info). The
+                # ignore_freeze control answers every freeze that way, detaching nobody.
                 before = result
-                self.replicaof(FREEZE_TARGET)
-                world.checker.covered("freezes")
-                result = (self.info(), before)
-            elif freeze and not world.config.ignore_freeze:
-                # Not a replica: left alone, and the INFO answers the freeze all the same.
-                result = (result, result)
+                if self.role is Role.REPLICA and not world.config.ignore_freeze:
+                    self.replicaof(FREEZE_TARGET)
+                    world.checker.covered("freezes")
+                    result = self.info()
+                result = (result, before)
         elif kind == PROMOTE:
             if self.role is Role.REPLICA:
                 world.checker.on_node_promoted(self, req.host, req.action)

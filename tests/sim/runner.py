@@ -10,13 +10,12 @@ import argparse
 import hashlib
 import multiprocessing
 import os
-import random
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
-from . import config as config_mod
+from .config import SimConfig
 from .world import World
 
 
@@ -34,18 +33,24 @@ class SeedReport:
     coverage: tuple[tuple[str, int], ...] = ()
 
 
-def run_one(seed: int, timeline: bool = False, toy: bool = False, ignore_freeze: bool = False) -> SeedReport:
-    """One seed; `ignore_freeze` is the control of invariant 14 (see SimConfig), set on the
+def run_one(
+    seed: int,
+    timeline: bool = False,
+    toy: bool = False,
+    ignore_freeze: bool = False,
+) -> SeedReport:
+    """One seed; `ignore_freeze` (the control of invariant 14, see SimConfig) is set on the
     generated world without changing anything else the seed draws."""
     factory = None
     if toy:
         from .toy_watcher import toy_factory
 
         factory = toy_factory()
-    cfg = None
-    if ignore_freeze:
-        cfg = replace(config_mod.generate(seed, random.Random(seed)), ignore_freeze=True)
-    result = World(seed, cfg, factory=factory).run()
+
+    def adjust(cfg: SimConfig) -> SimConfig:
+        return replace(cfg, ignore_freeze=True)
+
+    result = World(seed, factory=factory, adjust=adjust if ignore_freeze else None).run()
     return SeedReport(
         seed=seed,
         config=result.config,
@@ -131,6 +136,8 @@ def wait_acked_summary(reports: Iterable[SeedReport]) -> str:
     return (
         f"wait-acked: promotions_checked={totals.get('wait-acked-promotions-checked', 0)} "
         f"promotions_exempt={totals.get('wait-acked-promotions-exempt', 0)} "
+        f"(cut={totals.get('wait-acked-exempt-cut', 0)} node={totals.get('wait-acked-exempt-node', 0)} "
+        f"drop={totals.get('wait-acked-exempt-net', 0)}) "
         f"promotions_superseded={totals.get('wait-acked-promotions-superseded', 0)} "
         f"lost_exempt_unreachable={totals.get('wait-acked-lost-exempt-unreachable', 0)} "
         f"lost_exempt_unpromotable={totals.get('wait-acked-lost-exempt-unpromotable', 0)} "
@@ -165,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     sim_seconds = 0.0
     out = sys.stdout
     for report in run_many(
-        seeds, args.jobs, timeline=args.trace, toy=args.toy, ignore_freeze=args.ignore_freeze
+        seeds,
+        args.jobs,
+        timeline=args.trace,
+        toy=args.toy,
+        ignore_freeze=args.ignore_freeze,
     ):
         reports.append(report)
         violations += len(report.violations)
@@ -182,12 +193,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"checked={','.join(f'{k}:{v}' for k, v in report.coverage)}\n"
             )
         if report.violations:
+            replay = replay_command(report.seed, args.ignore_freeze)
             if args.verbose or args.trace:
                 for line in report.violations:
                     out.write(f"VIOLATION {line}\n")
             out.write(
                 f"seed={report.seed} FAILED violations={len(report.violations)} "
-                f"replay: {replay_command(report.seed, args.ignore_freeze)}  first: {report.violations[0]}\n"
+                f"replay: {replay}  first: {report.violations[0]}\n"
             )
         out.flush()
     elapsed = time.monotonic() - started

@@ -4,6 +4,7 @@ watcher processes, the fault schedule, the trace and the invariant checker, and 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -88,10 +89,14 @@ class World:
         factory: WatcherFactory | None = None,
         *,
         stop_on_violation: bool = False,
+        adjust: Callable[[SimConfig], SimConfig] | None = None,
     ) -> None:
+        """`adjust` changes the generated config (controls such as ignore_freeze) after the
+        seed's generator ran, so the rest of the run draws exactly what it would have."""
         self.seed = seed
         self.rng = rng = random.Random(seed)
-        self.config = cfg = config if config is not None else config_mod.generate(seed, rng)
+        cfg = config if config is not None else config_mod.generate(seed, rng)
+        self.config = cfg = adjust(cfg) if adjust is not None else cfg
         self.sched = Scheduler()
         self.history = History()
         self.trace = Trace()
