@@ -7,13 +7,13 @@ The ledger: every offset a replica applies while linked to a primary is acknowle
 whom each step was confirmed.
 
 Every promotion (a Promote's REPLICAOF NO ONE on a replica) is recorded with the point its
-new history branched from, and whether the leader could reach every other node (all but the
+new history branched from, and whether the leader could see every other node (all but the
 old primary) through its selection: from its last freezing QueryInfo (else from its
 election) to the promotion, each node alive, not SIGSTOPped or killed, both links to the
 leader uncut, and no network drop phase (a delay or duplicate phase only slows messages
-down: the leader still sees every node, and must wait for its answer; before d7be88e the
-core did not, and seed 169 lost confirmed writes in a delay phase). The window opens `seen_margin`
-earlier: a disturbance that ended just before still hides a node from the leader (a probe
+down: the leader still sees every node and must wait for its answer; before d7be88e the
+core did not, and seed 169 lost confirmed writes in a delay phase). The window opens
+`seen_margin` earlier: a disturbance that ended just before still hides a node from the leader (a probe
 sent during it times out, the next one clears the down flag, INFO comes once a period).
 A promotion made without that view is exempt (the issue's rule), and counted.
 
