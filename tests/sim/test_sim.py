@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from haredis.core.actions import FREEZE_TARGET
+
 from .config import Fault, scenario
 from .runner import replay_command, run_many, run_one
 from .toy_watcher import toy_factory
@@ -499,3 +501,43 @@ def test_selection_waits_for_every_frozen_replica_on_a_slow_link() -> None:
     )
     world = run(cfg)
     assert "14-wait-acked-kept" not in invariants_hit(world), violations(world)
+
+
+def _repointed_after(freeze: str) -> tuple[World, int]:
+    """r1 is frozen at 5.0 (by CLIENT PAUSE WRITE, or detached as the selection does), r2 is
+    promoted at 6.0 and r1 repointed to it (without an unpause); returns the world at 7.0
+    and r1's offset when it was frozen."""
+    world = World(70, scenario(seed=70, chaos_end=10.0, end=20.0))
+    r0, r1, r2 = (world.node_by_name[n] for n in ("r0", "r1", "r2"))
+    world.sched.run_until(5.0)
+    if freeze == "pause":
+        r1.pause_writes(10.0)
+    else:
+        r1.replicaof(FREEZE_TARGET)
+    frozen_at = r1.offset()
+    world.sched.run_until(6.0)
+    assert r1.offset() == frozen_at  # neither applies r0's stream any more
+    confirmed = world.checker.wait_acks.confirmed[r0.replid]
+    assert all(c.offset <= frozen_at for c in confirmed if c.replica == "r1" and c.t > 5.0)  # nor acks it
+    r2.replicaof_no_one()  # a new history r1's data is a prefix of: a partial resync is possible
+    r1.replicaof(r2.address)
+    if freeze == "pause":
+        r1.unpause_writes()
+    world.sched.run_until(7.0)
+    assert r1.master == r2.address and r1.link_up and r1.replid == r2.replid
+    return world, frozen_at
+
+
+def test_a_client_paused_replica_loses_its_cached_master_a_detached_one_keeps_it() -> None:
+    """Redis 7.0: a replica under CLIENT PAUSE WRITE reads its primary's stream without
+    applying it, and a REPLICAOF while unapplied data waits drops the blocked master link
+    uncached: a full resync (replid2 cleared). The selection's freeze (REPLICAOF
+    127.0.0.1:0) keeps it cached: a partial resync (r1 names r0's history as its replid2).
+    (The fence pauses, then demotes, an old primary: the paused state is that node's.)"""
+    paused, _ = _repointed_after("pause")
+    r0_history = paused.lineage.canonical(paused.node_by_name["r0"].replid, 0)[0]
+    assert paused.checker.coverage.get("paused-link-dropped-uncached") == 1
+    assert paused.node_by_name["r1"].replid2 == ""
+    detached, _ = _repointed_after("detach")
+    assert "paused-link-dropped-uncached" not in detached.checker.coverage
+    assert detached.node_by_name["r1"].replid2 == r0_history
