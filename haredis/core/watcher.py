@@ -1210,6 +1210,17 @@ class Watcher:
         limit = s.info_period + s.ping_period if fo.select_frozen else s.ping_period
         if pending and waited < limit:
             return
+        if not fo.forced and not fo.switchover and self._primary_positively_alive(group):
+            # The primary answers probes again but its INFO predates this round (it was cut
+            # off from us for a while): read it before choosing, so that a primary that is
+            # still a primary ends the attempt above (RECOVERED) instead of being replaced
+            # (simulator seed 1155: its last INFO was from before it was promoted).
+            primary = group.instances[group.address]
+            if primary.info_at is None or primary.info_at < fo.select_asked_at:
+                if primary.info_asked_at is None:
+                    self._ask_info(group, primary)
+                if waited < limit + s.info_period:
+                    return
         verdicts = self._rank(group, fo.select_asked_at)
         if fo.switchover:
             self._select_switchover_target(group, verdicts)

@@ -541,3 +541,12 @@ def test_a_client_paused_replica_loses_its_cached_master_a_detached_one_keeps_it
     detached, _ = _repointed_after("detach")
     assert "paused-link-dropped-uncached" not in detached.checker.coverage
     assert detached.node_by_name["r1"].replid2 == r0_history
+
+
+def test_a_primary_answering_again_during_selection_is_read_before_it_is_replaced() -> None:
+    """Seed 1155: the primary came back from a long partition just as an election started;
+    the leader's last INFO of it was from before it was promoted (role replica), so the
+    recovered-primary abort did not fire and a live, reachable primary was replaced. The
+    selection now reads its INFO first."""
+    result = World(1155).run()
+    assert not [v for v in result.violations if "no-false-failover" in v], result.violations
