@@ -9,7 +9,8 @@ Excluded (each with the reason an operator sees in `haredis failover --dry-run`)
                   is not an ex-primary of the history ours forked from that stopped at or
                   before the fork (see _stray_ancestor: those are candidates)
   priority 0      replica-priority 0 means "never promote me"
-  link down       its link to the primary has been down longer than `max_link_down`
+  link down       its link to the primary has been down longer than `max_link_down` (not
+                  one that follows nothing: a freeze detached it, its data is as it was)
   other history   its data is not a prefix of the primary's replication history (see
                   _same_history): its offsets mean nothing here
 Ranked: lower priority first, then higher replication offset, then smaller run id (an
@@ -114,7 +115,11 @@ def _exclusion(
         return f"not a replica (role {info.role.value})"
     if info.priority == 0:
         return "priority 0"
-    if not info.link_up and info.link_down_seconds > max_link_down:
+    # A replica that follows nothing (master_port 0) was detached by a selection's freeze:
+    # its link is down on purpose and its data is as of the freeze. When the leader that
+    # froze it died before repointing it, it must stay a candidate for the next attempt
+    # (chaos schedule:1011: excluded for "link down", no candidate was left).
+    if not info.link_up and info.link_down_seconds > max_link_down and info.master is not None:
         return f"link down {info.link_down_seconds:.0f}s"
     if not (
         _same_history(info, history)

@@ -109,6 +109,15 @@ def test_a_link_down_for_a_short_while_is_fine() -> None:
     assert only(cand(1, link_up=True, link_down_seconds=MAX_LINK_DOWN * 10)).eligible
 
 
+def test_a_replica_detached_by_a_freeze_stays_a_candidate_however_long_ago() -> None:
+    # A leader froze it (REPLICAOF 127.0.0.1 0: it follows nothing) and died before
+    # repointing it: its link has been down for long, on purpose, with its data intact.
+    detached = cand(1, master=None, link_up=False, link_down_seconds=MAX_LINK_DOWN * 10)
+    assert only(detached).eligible
+    # One whose link to a real primary has been down that long is still excluded.
+    assert not only(cand(1, link_up=False, link_down_seconds=MAX_LINK_DOWN * 10)).eligible
+
+
 def test_a_replica_promoted_away_from_the_primarys_history_is_excluded() -> None:
     # replid2 = the primary's replid means it was promoted FROM this history and may have
     # taken writes of its own since: a diverged branch.
