@@ -417,12 +417,15 @@ class RedisLink:
                     raise
         except LinkError:
             raise
-        except TimeoutError:
-            raise LinkError(
-                FailureKind.TIMEOUT, f"no reply from {self._address} within {timeout:g}s"
-            ) from None
         except Exception as exc:
-            raise LinkError(classify(exc), f"{self._address}: {_describe(exc)}") from exc
+            raise self._failure(exc, timeout) from (None if isinstance(exc, TimeoutError) else exc)
+
+    def _failure(self, exc: Exception, timeout: float) -> LinkError:
+        """What a call that raised `exc` reports: our deadline is a TIMEOUT, anything else is
+        classified (refused, reset, protocol...)."""
+        if isinstance(exc, TimeoutError):
+            return LinkError(FailureKind.TIMEOUT, f"no reply from {self._address} within {timeout:g}s")
+        return LinkError(classify(exc), f"{self._address}: {_describe(exc)}")
 
     async def _ok(self, timeout: float, command: _Command) -> None:
         (reply,) = await self._run(timeout, [command])
@@ -484,12 +487,8 @@ class RedisLink:
                     raise
         except LinkError:
             raise
-        except TimeoutError:
-            raise LinkError(
-                FailureKind.TIMEOUT, f"no reply from {self._address} within {timeout:g}s"
-            ) from None
         except Exception as exc:
-            raise LinkError(classify(exc), f"{self._address}: {_describe(exc)}") from exc
+            raise self._failure(exc, timeout) from (None if isinstance(exc, TimeoutError) else exc)
 
     @classmethod
     async def _reply_already_in(cls, conn: Any, deadline: asyncio.Timeout) -> str | None:
