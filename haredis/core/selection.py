@@ -125,6 +125,7 @@ def _exclusion(
         _same_history(info, history)
         or (c.adoptable and bool(history.replid) and info.replid2 == history.replid)
         or _stray_ancestor(info, history, past_fork=past_fork)
+        or (past_fork and bool(history.replid) and info.replid2 == history.replid)
     ):
         return f"other history (replid {info.replid[:8] or '?'})"
     return None
@@ -141,8 +142,11 @@ def rank(
 ) -> list[Verdict]:
     """Every candidate with its verdict: the eligible ones first, best first.
 
-    `primary_lost_data`: the primary restarted empty; an old primary of the parent history
-    is then a candidate even past the fork (see _stray_ancestor)."""
+    `primary_lost_data`: the primary restarted empty, so nothing of our history survives on
+    it: an old primary of the parent history is then a candidate even past the fork (see
+    _stray_ancestor), and so is a node on a history that forked from ours (replid2 = our
+    replid: promoted away from it, or a replica of such a node), which holds our history up
+    to its fork and more (chaos schedule:1014: the only copy, on a frozen replica)."""
     verdicts: list[Verdict] = []
     for c in candidates:
         reason = _exclusion(c, history, max_info_age, max_link_down, past_fork=primary_lost_data)

@@ -665,10 +665,12 @@ class Watcher:
         parent = group.durable.replid2
 
         def holds_our_data(other: InstanceInfo) -> bool:
-            # On our history, or on the one it forked from (a replica not resynced yet, or
-            # an ex-primary replaced while paused, whose writes past the fork would count
-            # for little against a primary that holds nothing).
-            return other.replid == known or (bool(parent) and other.replid == parent)
+            # On our history, on one that forked from it, or on the one ours forked from (a
+            # replica not resynced yet, or an ex-primary replaced while paused, whose writes
+            # past the fork would count for little against a primary that holds nothing).
+            return (
+                other.replid == known or other.replid2 == known or (bool(parent) and other.replid == parent)
+            )
 
         # Clients may already be writing to it, so "no keys" is too strict: it holds less than
         # half of what a node of the old history holds. A restart that loaded its data (an

@@ -118,6 +118,20 @@ def test_a_replica_detached_by_a_freeze_stays_a_candidate_however_long_ago() -> 
     assert not only(cand(1, link_up=False, link_down_seconds=MAX_LINK_DOWN * 10)).eligible
 
 
+def test_a_node_on_a_branch_of_our_history_is_a_candidate_only_once_the_primary_lost_its_data() -> None:
+    branch = cand(1, replid="branch", replid2=HISTORY)
+    assert not only(branch).eligible
+    [verdict] = rank(
+        [branch],
+        history=History(HISTORY, ""),
+        primary_offset=1000,
+        max_info_age=MAX_INFO_AGE,
+        max_link_down=MAX_LINK_DOWN,
+        primary_lost_data=True,
+    )
+    assert verdict.eligible
+
+
 def test_a_replica_promoted_away_from_the_primarys_history_is_excluded() -> None:
     # replid2 = the primary's replid means it was promoted FROM this history and may have
     # taken writes of its own since: a diverged branch.
