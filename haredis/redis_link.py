@@ -601,9 +601,16 @@ class RedisLink:
         self._raise_if_error(results[1], info_command)
         return before, instance_info(_as_text(results[1], "INFO"))
 
-    async def reattach(self, target: Address, timeout: float) -> None:
-        """``REPLICAOF target`` alone: end a freeze without touching the replica's clients."""
+    async def reattach(self, target: Address, timeout: float) -> bool:
+        """End a freeze: ``REPLICAOF target``, but only if the instance is still detached (a
+        replica following nothing); True if it was. An attempt that aborts late (its leader
+        was stopped, then superseded) must not undo what a newer leader did since: repoint a
+        replica it moved to the new primary, or demote the new primary itself (sim seed 380)."""
+        info = await self.info(timeout)
+        if info.role is not Role.REPLICA or info.master is not None:
+            return False
         await self._ok(timeout, ("REPLICAOF", _check_host(target.host), target.port))
+        return True
 
     async def failover_to(
         self, target: Address, timeout_ms: int, force: bool = False, *, timeout: float

@@ -136,7 +136,9 @@ class ReplicaOf:
 @dataclass(frozen=True, slots=True)
 class Unfreeze:
     """REPLICAOF `target` (the primary it followed) on a replica an aborted selection froze,
-    so it resumes where it stopped (a partial resync); best effort, no answer."""
+    so it resumes where it stopped (a partial resync), but only if it is still detached
+    (following nothing): a newer leader may have repointed or promoted it meanwhile. Best
+    effort, no answer."""
 
     primary: str
     address: Address

@@ -311,7 +311,9 @@ class World:
                     SwitchoverDone(now=now, primary=primary, address=target, epoch=epoch, role_ok=ok),
                 )
             case Unfreeze(_, address, target):
-                self.nodes[address].master = target
+                node = self.nodes[address]
+                if node.role is Role.REPLICA and node.master == FREEZE_TARGET:  # still detached
+                    node.master = target
             case Publish(channel, message):
                 self.published.append((now, name, channel, message))
             case Fence(_, address, min_replicas, max_lag):

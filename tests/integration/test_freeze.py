@@ -51,10 +51,11 @@ def _offset(proc: RedisProc) -> int:
     return int(proc.client().info("replication")["master_repl_offset"])
 
 
-def _write_confirmed(conn: redis.Redis, key: str, wanted: int) -> int:
-    """SET then WAIT `wanted` (300 ms) on the same connection: how many replicas confirmed."""
+def _write_confirmed(conn: redis.Redis, key: str, wanted: int, timeout_ms: int = 5000) -> int:
+    """SET then WAIT `wanted` on the same connection: how many replicas confirmed. WAIT
+    returns as soon as `wanted` confirm, so a long timeout costs only when fewer can."""
     conn.set(key, "v")
-    return int(conn.execute_command("WAIT", wanted, 300))
+    return int(conn.execute_command("WAIT", wanted, timeout_ms))
 
 
 def _until(what: str, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -80,10 +81,10 @@ async def test_frozen_replicas_keep_every_confirmed_write_and_resync_partially(
         assert before.role is Role.REPLICA and before.master == old.address and before.link_up
         assert after is not None and after.role is Role.REPLICA and after.master is None
         assert not after.link_up and after.offset == before.offset
-        assert _write_confirmed(conn, "between", 2) == 1  # confirmed by `first` only
+        assert _write_confirmed(conn, "between", 2, timeout_ms=1000) == 1  # confirmed by `first` only
         await link_to(first).freeze(FREEZE_TARGET, 2.0)
         # Both frozen: the old primary still takes writes, and no replica confirms them.
-        assert _write_confirmed(conn, "after", 1) == 0
+        assert _write_confirmed(conn, "after", 1, timeout_ms=500) == 0
         assert _offset(first) > _offset(second)
 
         # The leader promotes the freshest (first) and repoints the other to it.
@@ -115,7 +116,7 @@ async def test_reattach_resumes_from_the_old_primary_partially(
     await link_to(replica).freeze(FREEZE_TARGET, 2.0)
     primary.client().set("meanwhile", "v")
     full_syncs = _stats(primary)["sync_full"]
-    await link_to(replica).reattach(primary.address, 2.0)
+    assert await link_to(replica).reattach(primary.address, 2.0)
     _until("the replica caught up", lambda: replica.client().get("meanwhile") == "v")
     assert _stats(primary)["sync_full"] == full_syncs
     assert _stats(primary)["sync_partial_ok"] >= 1
@@ -131,3 +132,20 @@ async def test_a_primary_is_never_detached(
     assert before.role is Role.PRIMARY and after is None
     assert cluster.primary.client().info("replication")["role"] == "master"
     cluster.primary.client().set("still", "writable")
+
+
+async def test_reattach_leaves_a_replica_that_is_no_longer_detached_alone(
+    redis_cluster: ClusterFactory, link_to: Callable[[RedisProc], RedisLink]
+) -> None:
+    """A late Unfreeze (its attempt was superseded) must not undo a newer leader's work: a
+    replica repointed or promoted since is not pointed back at the old primary."""
+    cluster = redis_cluster(replicas=2)
+    old, first, second = cluster.primary, cluster.replicas[0], cluster.replicas[1]
+    await link_to(second).freeze(FREEZE_TARGET, 2.0)
+    await link_to(first).freeze(FREEZE_TARGET, 2.0)
+    assert await link_to(first).promote(2.0)  # a newer leader promoted first
+    await link_to(second).replicaof(first.address, 2.0)  # and repointed second to it
+    assert not await link_to(first).reattach(old.address, 2.0)
+    assert not await link_to(second).reattach(old.address, 2.0)
+    assert first.client().info("replication")["role"] == "master"
+    assert int(second.client().info("replication")["master_port"]) == first.address.port

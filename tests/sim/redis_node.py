@@ -31,7 +31,8 @@ The model, close to Redis 7:
   nothing listens there) and INFO again, in one step; the answer carries both. The detached
   replica keeps its replid and offset (its master is cached, not blocked), so a later
   REPLICAOF of the new primary is a partial resync; it neither applies nor acknowledges the
-  old primary's stream any more. Unfreeze is a plain REPLICAOF of the old primary.
+  old primary's stream any more. Unfreeze is a REPLICAOF of the old primary, only if the
+  node is still detached (a newer leader may have repointed or promoted it).
 - CLIENT PAUSE WRITE on a node that is (or becomes, like a fenced old primary demoted while
   paused) a replica stops it APPLYING its master's stream: it keeps reading (`read_off`,
   INFO's slave_read_repl_offset, and last_io), but its applied offset, which INFO reports
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
 
 PING, INFO, PROMOTE, REPLICAOF, SWITCHOVER = 0, 1, 2, 3, 4
 FENCE, PAUSE_WRITES, UNPAUSE = 5, 6, 7  # CONFIG SET min-replicas-*, CLIENT PAUSE WRITE, CLIENT UNPAUSE
+REATTACH = 8  # Unfreeze: REPLICAOF the old primary, only if still detached
 CRON_PERIOD = 1.0  # replicationCron
 FAILOVER_POLL = 0.01  # how often a primary in FAILOVER checks its target's offset
 NO_REPLID = "0" * 40  # what Redis reports as master_replid2 when there is none
@@ -558,6 +560,11 @@ class FakeRedis:
         elif kind == UNPAUSE:
             self.unpause_writes()
             result = True
+        elif kind == REATTACH:
+            # Unfreeze: only a replica still detached by a freeze (the runtime reads INFO first).
+            result = self.role is Role.REPLICA and self.master == FREEZE_TARGET
+            if result:
+                self.replicaof(req.action.target)
         else:
             target: Address = req.action.target
             if target == self.address:

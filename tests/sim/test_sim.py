@@ -550,3 +550,11 @@ def test_a_primary_answering_again_during_selection_is_read_before_it_is_replace
     selection now reads its INFO first."""
     result = World(1155).run()
     assert not [v for v in result.violations if "no-false-failover" in v], result.violations
+
+
+def test_a_late_unfreeze_does_not_undo_a_newer_leaders_work() -> None:
+    """Seed 380: a leader stopped mid-selection resumed after another leader had promoted a
+    replica; its abort reattached every replica it had frozen to the OLD primary, the new
+    primary included. Unfreeze now reattaches only a replica that is still detached."""
+    result = World(380).run()
+    assert result.violations == (), result.violations

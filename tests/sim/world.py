@@ -46,7 +46,7 @@ from .fencing import FencedPromote, Step, send_fence
 from .history import History
 from .invariants import Checker, Violation
 from .network import Network
-from .redis_node import INFO, PING, PROMOTE, REPLICAOF, SWITCHOVER, FakeRedis, Lineage, Request
+from .redis_node import INFO, PING, PROMOTE, REATTACH, REPLICAOF, SWITCHOVER, FakeRedis, Lineage, Request
 from .scheduler import Scheduler
 from .trace import ACTION_RENDER, Trace, generic_record
 from .watcher_host import Builder, WatcherFactory, WatcherHost
@@ -236,7 +236,7 @@ class World:
             f"UNFREEZE {node.name if node else '?'} -> {target.name if target else '?'} {action.target}",
         )
         step = Step(action.primary, action.address, UNFREEZE_TIMEOUT, target=action.target)
-        self.send_step(host, step, REPLICAOF, _ignore_reply)
+        self.send_step(host, step, REATTACH, _ignore_reply)
 
     def _x_promote(self, host: WatcherHost, action: Any) -> None:
         self.failovers += 1
