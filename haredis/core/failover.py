@@ -125,9 +125,9 @@ class Failover:
     target: Address | None = None
     select_asked_at: float | None = None  # when fresh INFO was requested for selection
     select_frozen: bool = False  # that request froze (detached) the replicas first
-    # Replicas frozen by this attempt and when; a ReplicaOf or the Promote ends a freeze, an
+    # Replicas frozen by this attempt; a ReplicaOf or the Promote ends a freeze, an
     # abort ends them all (Unfreeze). With the last contact each had with the old primary.
-    frozen: dict[Address, float] = field(default_factory=dict)
+    frozen: set[Address] = field(default_factory=set)
     frozen_contact: dict[Address, float] = field(default_factory=dict)
     promote_sent_at: float | None = None
     # RECONF bookkeeping: instances to repoint, those sent (with when) and those done.

@@ -1136,14 +1136,13 @@ class Watcher:
         expiry, one waiting for its parallel_syncs turn cannot confirm stray writes either."""
         fo = group.failover
         assert fo is not None
-        now = self._now
-        fo.select_asked_at = now
+        fo.select_asked_at = self._now
         fo.select_frozen = freeze and not fo.switchover
         for inst in group.replicas():
             if not inst.detector.down:
                 self._ask_info(group, inst, freeze=fo.select_frozen)
                 if fo.select_frozen:
-                    fo.frozen.setdefault(inst.address, now)
+                    fo.frozen.add(inst.address)
 
     def _thaw(self, group: _Group, fo: Failover) -> None:
         """Reattach every replica the attempt froze to the old primary (an abort, or a lag
