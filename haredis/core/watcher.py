@@ -1148,7 +1148,9 @@ class Watcher:
         """Reattach every replica the attempt froze to the old primary (an abort, or a lag
         wait that lets them catch up): each resumes where it stopped."""
         old = fo.old_primary or group.address
-        for address in fo.frozen:
+        # Sorted: a set of addresses iterates in hash order, which PYTHONHASHSEED changes,
+        # and the core's actions must not depend on the process.
+        for address in sorted(fo.frozen):
             if address != fo.target:
                 self._emit(Unfreeze(group.name, address, old))
         fo.frozen.clear()
