@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import random
 import shutil
 import signal
 import socket
@@ -75,12 +76,37 @@ class BackendUnavailable(RuntimeError):
     """Neither the requested redis-server binary nor a Docker engine can be used."""
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Test ports come from below the kernel's ephemeral range: a port from bind(("", 0)) lies
+# inside it, and any outgoing connection (a client, a daemon's probe) may take it between
+# our check and the server's bind (CI saw "Address already in use" that way). Each process
+# starts at its own random point and never hands out a port twice.
+_PORT_HIGH = max(_ephemeral_low(), 12000)
+_PORT_LOW = max(1024, _PORT_HIGH - 20000)
+_port_rng = random.Random(os.getpid() ^ time.monotonic_ns())
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A port that was free a moment ago: bind to port 0, read it, close."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
+    """A port free a moment ago, outside the ephemeral range, not handed out before."""
+    for _ in range(2000):
+        port = _port_rng.randrange(_PORT_LOW, _PORT_HIGH)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise RedisProcError(f"no free port in {_PORT_LOW}..{_PORT_HIGH} on {host}")
 
 
 def _role_name(role: Role | str) -> str:
@@ -223,22 +249,27 @@ class RedisProc:
         return not self._popens or self._popens[-1].poll() is not None
 
     def start(self, *, wait: bool = True, timeout: float = START_TIMEOUT) -> Self:
-        """Start the server; with ``wait``, return once it answers PING (see wait_ready)."""
+        """Start the server; with ``wait``, return once it answers PING (see finish_start).
+        Without, call finish_start later: it also retries a port taken meanwhile."""
+        self._spawn()
+        if wait:
+            self.finish_start(timeout)
+        return self
+
+    def finish_start(self, timeout: float = START_TIMEOUT) -> None:
+        """Wait until the started server answers PING; if its (automatic) port was taken
+        between free_port() and the bind, start again on another one, at most twice."""
         for attempt in range(3):
-            self._spawn()
-            if not wait:
-                return self
             try:
                 self.wait_ready(timeout)
-                return self
+                return
             except RedisProcError:
-                # The free port may have been taken between free_port() and the bind.
                 if self._auto_port and attempt < 2 and self._exited() and "in use" in self.log_tail():
                     self.port = free_port()
+                    self._spawn()
                     continue
                 self.terminate()
                 raise
-        raise AssertionError("unreachable")
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
         """Wait until the server answers PING (PONG, or an error reply such as LOADING)."""
@@ -535,7 +566,7 @@ class RedisCluster:
                 self.replicas.append(replica)
                 replica.start(wait=False)
             for replica in self.replicas:
-                replica.wait_ready(timeout)
+                replica.finish_start(timeout)
             self.wait_synced(timeout)
         except BaseException:
             self.close()
