@@ -472,6 +472,53 @@ async def test_failover_to_a_non_replica_is_refused(
         await make_link(cluster.primary.address).failover_to(stranger.address, 0, timeout=1.0)
 
 
+async def test_a_command_on_a_link_killed_while_idle_runs_on_a_new_connection(
+    redis_cluster: ClusterFactory, make_link: Callable[..., RedisLink]
+) -> None:
+    """Another watcher's REPLICAOF (or promotion) sends CLIENT KILL TYPE normal, which
+    closes our idle link to that instance too; our next REPLICAOF must not fail for that
+    (chaos schedule:1014: a RECONF lost this way left a frozen replica detached)."""
+    cluster = redis_cluster(replicas=1)
+    replica = cluster.replicas[0]
+    link = make_link(replica.address, client_name="haredis-test")
+    other = make_link(replica.address, client_name="haredis-other")
+    assert (await link.info(1.0)).role is Role.REPLICA
+    before = _client_ids(replica, "haredis-test")
+    # The other link repoints the replica to where it already points: its CLIENT KILL
+    # disconnects our idle connection.
+    await other.replicaof(cluster.primary.address, 2.0)
+    assert not _client_ids(replica, "haredis-test"), "CLIENT KILL left our connection open"
+    await link.replicaof(cluster.primary.address, 2.0)
+    after = _client_ids(replica, "haredis-test")
+    assert after and not after & before, "the retry ran on a new connection"
+    assert (await link.info(1.0)).master == cluster.primary.address
+
+
+async def test_a_killed_instance_is_still_reported_refused_not_retried_forever(
+    redis_proc: ProcFactory, make_link: Callable[..., RedisLink]
+) -> None:
+    proc = redis_proc()
+    link = make_link(proc.address)
+    assert (await link.info(1.0)).role is Role.PRIMARY
+    proc.kill()
+    # The idle connection meets the close, the one retry finds nothing listening.
+    await _expect_failure(link.info(1.0), FailureKind.REFUSED)
+    await _expect_failure(link.info(1.0), FailureKind.REFUSED)
+
+
+async def test_a_timeout_is_not_retried(redis_proc: ProcFactory, make_link: Callable[..., RedisLink]) -> None:
+    proc = redis_proc()
+    link = make_link(proc.address)
+    assert (await link.info(1.0)).role is Role.PRIMARY
+    proc.stop()
+    try:
+        started = time.monotonic()
+        await _expect_failure(link.info(0.5), FailureKind.TIMEOUT)
+        assert time.monotonic() - started < 0.5 + SLACK
+    finally:
+        proc.cont()
+
+
 # -- authentication and TLS -------------------------------------------------------------------
 
 
