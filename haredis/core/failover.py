@@ -135,6 +135,9 @@ class Failover:
     reconf_sent: dict[Address, float] = field(default_factory=dict)
     reconf_acked: set[Address] = field(default_factory=set)  # REPLICAOF answered OK
     reconf_done: set[Address] = field(default_factory=set)
+    # Failed REPLICAOFs per instance, and when the next may be sent (see watcher's retry).
+    reconf_failures: dict[Address, int] = field(default_factory=dict)
+    reconf_retry_at: dict[Address, float] = field(default_factory=dict)
     phase_durations: dict[str, float] = field(default_factory=dict)
     # For the summary published at the end (haredis history, metrics).
     detect: float | None = None  # last good reply of the primary -> subjectively down

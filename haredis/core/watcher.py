@@ -105,6 +105,12 @@ _LINK_DOWN_FACTOR = 10.0
 # An instance asked to REPLICAOF counts as reconfigured after this long even if its INFO
 # never confirmed it (Sentinel: 10 s); steady state fixes it later if it really did not.
 _RECONF_ASSUME_DONE = 10.0
+# A REPLICAOF that failed (refused, reset, timed out) is sent again this long after, this
+# many times in all, while the replica is not down (Sentinel resends too): a replica frozen
+# for the selection and never repointed stays detached until steady state fixes it, which
+# needs a sane primary (chaos schedule:1014).
+_RECONF_RETRY_AFTER = 0.25
+_RECONF_ATTEMPTS = 3
 # The retry window after lost attempts doubles up to 2**(this - 1) times retry_backoff.
 _MAX_BACKOFF_DOUBLINGS = 5
 # How often the write fence is re-sent to an instance whose INFO still shows it missing.
@@ -863,8 +869,14 @@ class Watcher:
                 self._emit(Publish("+slave-reconf-inprog", _describe(group, event.address)))
                 self._ask_info(group, inst)
             else:
-                # Best effort: count it done; steady state repoints it later.
-                fo.reconf_done.add(event.address)
+                failures = fo.reconf_failures.get(event.address, 0) + 1
+                fo.reconf_failures[event.address] = failures
+                if failures >= _RECONF_ATTEMPTS or inst.detector.down:
+                    # Best effort: count it done; steady state repoints it later.
+                    fo.reconf_done.add(event.address)
+                else:
+                    fo.reconf_sent.pop(event.address, None)
+                    fo.reconf_retry_at[event.address] = self._now + _RECONF_RETRY_AFTER
         self._evaluate(group)
 
     def _on_failover_command(self, event: FailoverCommand) -> None:
@@ -1391,10 +1403,17 @@ class Watcher:
                 # than wait a whole info period.
                 self._ask_info(group, inst)
         in_progress = sum(1 for a in fo.reconf_sent if a not in fo.reconf_done)
+        superseded = group.durable.config_epoch > fo.epoch
         for addr in fo.to_reconf:
             if in_progress >= s.parallel_syncs:
                 break
-            if addr in fo.reconf_sent:
+            if addr in fo.reconf_sent or fo.reconf_retry_at.get(addr, now) > now:
+                continue
+            if superseded:
+                # A newer topology exists (a later leader switched): repointing a replica
+                # to our target now would undo its work.
+                fo.reconf_done.add(addr)
+                fo.reconf_sent[addr] = now
                 continue
             if group.instances[addr].detector.down:
                 fo.reconf_done.add(addr)

@@ -7,7 +7,8 @@ highest acknowledged offset per history; a promoted replica records the offset i
 
 from __future__ import annotations
 
-from tests.core.world import R1, R2, P, make_world
+from haredis.core.model import Address
+from tests.core.world import R1, R2, P, World, make_world
 
 
 def test_a_primary_cut_off_from_the_watchers_only_loses_no_confirmed_write() -> None:
@@ -94,3 +95,43 @@ def test_a_watcher_that_still_sees_the_old_primary_leaves_frozen_replicas_alone(
     assert world.events("+fence-wait"), "the leader waited out the lease, replicas frozen"
     new = world.promotions[0][2]
     assert world.acked["history-1"] <= world.fork_offsets[new]
+
+
+def _reconf_sends(world: World, leader: str, address: Address) -> list[tuple[float, bool]]:
+    return [(t, ok) for t, w, a, target, ok in world.replicaofs if w == leader and a == address]
+
+
+def test_a_failed_reconf_replicaof_is_sent_again_and_the_frozen_replica_follows() -> None:
+    # Another watcher's CLIENT KILL closed the leader's idle link to R1: its first REPLICAOF
+    # fails. R1 was frozen for the selection; it must be repointed by this failover, not
+    # left detached until steady state (which needs a sane primary) gets to it.
+    world = make_world(offsets=(90, 100))
+    world.run(2.0)
+    world.replicaof_failures[R1] = 1
+    world.kill(P)
+    world.run(6.0)
+    assert [p[2] for p in world.promotions] == [R2]
+    leader = world.promotions[0][1]
+    sends = _reconf_sends(world, leader, R1)
+    assert [ok for _, ok in sends[:2]] == [False, True]
+    assert sends[1][0] - sends[0][0] < 1.0, "resent at once, not by steady state"
+    assert world.nodes[R1].master == R2
+    assert not world.events("+fix-slave-config")
+    assert world.events("+failover-end")
+
+
+def test_a_replicaof_that_keeps_failing_ends_the_failover_and_steady_state_repoints_later() -> None:
+    world = make_world(offsets=(90, 100))
+    world.run(2.0)
+    world.replicaof_failures[R1] = 3
+    world.kill(P)
+    world.run(8.0)
+    assert [p[2] for p in world.promotions] == [R2]
+    leader = world.promotions[0][1]
+    sends = _reconf_sends(world, leader, R1)
+    assert [ok for _, ok in sends] == [False, False, False, True]
+    (end,) = world.events("+failover-end")
+    assert sends[2][0] < end[0] < sends[3][0], "three failures: counted done, not retried forever"
+    fixes = world.events("+fix-slave-config")
+    assert fixes and all(fix[0] >= end[0] for fix in fixes), "steady state repointed it"
+    assert world.nodes[R1].master == R2

@@ -101,6 +101,10 @@ class World:
     # REPLICAOF takes effect this long after it is sent (the network, parallel_syncs' queue):
     # until then the replica still follows, and acknowledges, its old primary.
     replicaof_delay: float = 0.0
+    # The next this-many REPLICAOFs sent to a node fail without effect (a link the server
+    # closed while it sat idle: another client's CLIENT KILL).
+    replicaof_failures: dict[Address, int] = field(default_factory=dict)
+    replicaofs: list[tuple[float, str, Address, Address, bool]] = field(default_factory=list)
     _effects: list[tuple[float, int, Callable[[], None]]] = field(default_factory=list)
     _queue: list[tuple[float, int, str, Event]] = field(default_factory=list)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
@@ -276,6 +280,10 @@ class World:
             case ReplicaOf(primary, address, target, epoch, _):
                 node = self.nodes[address]
                 ok = node.alive and not node.paused
+                if ok and self.replicaof_failures.get(address, 0) > 0:
+                    self.replicaof_failures[address] -= 1
+                    ok = False
+                self.replicaofs.append((now, name, address, target, ok))
 
                 def repoint(node: Node = node, target: Address = target) -> None:
                     node.role, node.master = Role.REPLICA, target
