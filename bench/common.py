@@ -442,12 +442,15 @@ def missing_keys(proc: RedisProc, attempts: Sequence[Attempt], batch: int = 1000
 
 @dataclass(frozen=True, slots=True)
 class Spread:
-    """Median, min and max of some measurements (NaN when there are none)."""
+    """Median, min and max of some measurements (NaN when there are none). ``failed`` counts
+    rounds that never produced the measurement and were counted as infinitely slow
+    (:meth:`over_rounds`); ``count`` is the rounds that did produce it."""
 
     median: float
     low: float
     high: float
     count: int
+    failed: int = 0
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Spread:
@@ -456,10 +459,28 @@ class Spread:
             return cls(math.nan, math.nan, math.nan, 0)
         return cls(statistics.median(clean), min(clean), max(clean), len(clean))
 
+    @classmethod
+    def over_rounds(cls, values: Sequence[float]) -> Spread:
+        """Like :meth:`of`, but over every round asked for: a round that never got there (NaN)
+        counts as slower than every round that did (+inf), so a failed round can only push the
+        median up, never vanish from it (a median of 2 rounds reported as one of 3)."""
+        if not values:
+            return cls(math.nan, math.nan, math.nan, 0)
+        slowest_first = [math.inf if math.isnan(v) else v for v in values]
+        failed = sum(1 for v in values if math.isnan(v))
+        return cls(
+            statistics.median(slowest_first),
+            min(slowest_first),
+            max(slowest_first),
+            len(values) - failed,
+            failed,
+        )
+
     def render(self, digits: int = 2) -> str:
-        if self.count == 0:
+        if self.count == 0 and self.failed == 0:
             return "nan"
-        return f"{self.median:.{digits}f} [{self.low:.{digits}f}-{self.high:.{digits}f}]"
+        text = f"{self.median:.{digits}f} [{self.low:.{digits}f}-{self.high:.{digits}f}]"
+        return text + (f" ({self.failed} failed)" if self.failed else "")
 
     def as_json(self) -> dict[str, float | int | None]:
         return {
@@ -467,12 +488,14 @@ class Spread:
             "min": json_number(self.low),
             "max": json_number(self.high),
             "count": self.count,
+            "failed": self.failed,
         }
 
 
 def json_number(value: float) -> float | None:
-    """JSON has no NaN: a missing figure is null."""
-    return None if math.isnan(value) else round(value, 4)
+    """JSON has neither NaN nor infinity: a missing figure (or a round that never finished,
+    counted as infinitely slow) is null."""
+    return None if not math.isfinite(value) else round(value, 4)
 
 
 def ratio(numerator: float, denominator: float) -> float:
@@ -526,6 +549,20 @@ def machine_info() -> dict[str, Any]:
 
 def command_line(module: str) -> str:
     return shlex.join([sys.executable, "-m", module, *sys.argv[1:]])
+
+
+RunSize = Literal["full", "quick", "smoke"]
+
+
+def run_size(*, quick: bool, smoke: bool) -> RunSize:
+    """How big a run was: ``--quick`` and ``--smoke`` runs are short checks whose figures must
+    never be mistaken for (or quoted as) full-size ones."""
+    return "smoke" if smoke else "quick" if quick else "full"
+
+
+def size_mark(size: str) -> str:
+    """What a results heading adds after the command: nothing for a full-size run."""
+    return "" if size == "full" else f" ({size.upper()} run: a short check, not a full-size figure)"
 
 
 def append_json(path: Path, record: dict[str, Any]) -> None:

@@ -82,7 +82,9 @@ from .common import (
     machine_info,
     missing_keys,
     ratio,
+    run_size,
     sentinel_watchers,
+    size_mark,
     wait_for,
     writing,
 )
@@ -346,7 +348,7 @@ def markdown_report(record: dict[str, Any], rows: Sequence[Sequence[str]], last:
     machine = record["machine"]
     uncommitted = ", ".join(machine["haredis_uncommitted"]) or "none"
     return (
-        f"\n## {machine['date']}: `{record['command']}`\n\n"
+        f"\n## {machine['date']}: `{record['command']}`{size_mark(record['size'])}\n\n"
         f"- machine: {machine['uname']}, {machine['cpu_model']}, {machine['cores']} cores, "
         f"load average at start {machine['load_average_at_start']}\n"
         f"- {machine['redis_server']}; haredis {machine['haredis_commit']} "
@@ -431,6 +433,7 @@ def report(
     record = {
         "benchmark": "failover",
         "command": command_line("bench.failover"),
+        "size": run_size(quick=args.quick, smoke=args.smoke),
         "machine": machine,
         "settings": {
             "systems": list(plan.systems),

@@ -31,11 +31,14 @@ watcher, in seconds from the kill, and how many ``+try-failover`` the three watc
 for it (1 = the first election won; more = split or lost votes). Per round: the median and
 the last group; in the summary, the median over the rounds of each.
 
-How to read it: per system, median [min-max] over the rounds. The goal for haredis is
-``all_switched`` within ``down_after`` + 2 s. The last line of stdout is
+How to read it: per system, median [min-max] over the rounds; a round in which some group
+never switched counts as the slowest one (``inf``, and ``(n failed)`` in the table), so the
+median is always one over every round asked for. The goal for haredis is ``all_switched``
+within ``down_after`` + 2 s. The last line of stdout is
 ``mass k=<K> all_switched_s=<haredis median> down_after_s=<s> sentinel_all_switched_s=<median>``
-(``nan`` for a system that did not run or never completed). Each run is appended to
-``bench/results/mass_failover.json`` and ``mass_failover.md`` with the machine it ran on.
+(``nan`` for a system that did not run, ``inf`` when the median round never completed). Each
+run is appended to ``bench/results/mass_failover.json`` and ``mass_failover.md`` with the
+machine it ran on.
 
 Usage, from the repository root::
 
@@ -85,6 +88,8 @@ from .common import (
     machine_info,
     markdown_table,
     plain_client,
+    run_size,
+    size_mark,
     text_table,
     wait_for,
 )
@@ -616,10 +621,12 @@ class Summary:
         return cls(
             system,
             len(mine),
-            Spread.of([r.all_switched_s for r in mine]),
-            Spread.of([r.all_agreed_s for r in mine]),
-            Spread.of([r.first_switched_s for r in mine]),
-            Spread.of([r.median_switched_s for r in mine]),
+            # A round in which some group never switched counts as the slowest round (inf),
+            # not as a round that was not run: the median stays one over every round asked for.
+            Spread.over_rounds([r.all_switched_s for r in mine]),
+            Spread.over_rounds([r.all_agreed_s for r in mine]),
+            Spread.over_rounds([r.first_switched_s for r in mine]),
+            Spread.over_rounds([r.median_switched_s for r in mine]),
             f"{sum(r.switched for r in mine)}/{sum(r.k for r in mine)}",
         )
 
@@ -727,7 +734,7 @@ def markdown_report(
     machine = record["machine"]
     uncommitted = ", ".join(machine["haredis_uncommitted"]) or "none"
     return (
-        f"\n## {machine['date']}: `{record['command']}`\n\n"
+        f"\n## {machine['date']}: `{record['command']}`{size_mark(record['size'])}\n\n"
         f"- machine: {machine['uname']}, {machine['cpu_model']}, {machine['cores']} cores, "
         f"load average at start {machine['load_average_at_start']}\n"
         f"- {machine['redis_server']}; haredis {machine['haredis_commit']} "
@@ -851,6 +858,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     record = {
         "benchmark": "mass_failover",
         "command": command_line("bench.mass_failover"),
+        "size": run_size(quick=args.quick, smoke=args.smoke),
         "machine": machine,
         "settings": {
             "systems": list(args.systems),

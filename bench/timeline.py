@@ -70,6 +70,7 @@ from .common import (
     json_number,
     machine_info,
     markdown_table,
+    run_size,
     sentinel_watchers,
     text_table,
     wait_for,
@@ -399,13 +400,14 @@ def last_line(timelines: Sequence[Timeline]) -> str:
 
 
 def write_results(
-    results_dir: Path, timelines: Sequence[Timeline], machine: dict[str, Any], last: str
+    results_dir: Path, timelines: Sequence[Timeline], machine: dict[str, Any], last: str, size: str
 ) -> Path:
     png = results_dir / "failover-timeline.png"
     draw(timelines, png)
     record_json = {
         "benchmark": "timeline",
         "command": command_line("bench.timeline"),
+        "size": size,
         "machine": machine,
         "settings": {
             "replicas": REPLICAS,
@@ -476,7 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     last = last_line(timelines)
-    png = write_results(args.results_dir, timelines, machine, last)
+    size = run_size(quick=args.quick, smoke=args.smoke)
+    png = write_results(args.results_dir, timelines, machine, last, size)
     rows = [row for t in timelines for row in milestone_rows(t)]
     print(text_table(HEADERS, rows))
     print(f"picture: {png}")
