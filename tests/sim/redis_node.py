@@ -49,7 +49,9 @@ The model, close to Redis 7:
   watchers time out). Restart: a new run id; with persistence the data, replid and offset
   are kept (LOADING for `load_time`); EMPTY restarts get a new replid and offset 0. The role
   is kept, as if the config was rewritten by every REPLICAOF: a restarted old primary comes
-  back as a primary.
+  back as a primary. The write fence survives a restart only on a node with a config file
+  (NodeSpec.config_file: the watchers' CONFIG REWRITE kept it); it then starts with no good
+  replica and refuses writes until one acknowledges.
 
 `Lineage` is the simulator's ground truth about histories (not visible to watchers): each
 replid's parent (replid, offset), so "is this data a prefix of that data" is exact.
@@ -465,8 +467,10 @@ class FakeRedis:
         self.sync_until = None
         self.read_off = self._off
         self.no_cached_master = False
-        # A new process: CONFIG SET, replicas' acks and client pauses are gone.
-        self.fence = None
+        # A new process: replicas' acks and client pauses are gone, and so is the fence
+        # unless CONFIG REWRITE had a config file to keep it in.
+        if not self.spec.config_file:
+            self.fence = None
         self.acks = {}
         self.pending_acks = set()
         self.freed_while_paused = False

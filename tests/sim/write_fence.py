@@ -21,7 +21,9 @@ Exceptions, the documented limits of fencing (README, "Fencing"), decided at the
 the promotion and counted in coverage: a replica the leader could not read (no INFO from it
 received within FRESH_INFO) was still acking the old primary; or a replica whose link only
 carries replica->primary (a one-way cut) was still acking it (its own INFO shows the primary
-silent, yet its acks keep the lease alive until its repl-timeout).
+silent, yet its acks keep the lease alive until its repl-timeout); or the old primary
+restarted without a config file (NodeSpec.config_file) and has not been fenced since: it
+forgot the fence, and the watchers cannot reach it to set it again.
 """
 
 from __future__ import annotations
@@ -138,6 +140,11 @@ class WriteFence:
         if old is None or not world.config.fencing:
             return ""
         now = world.sched.now
+        if old.alive and old.fence is None and old.restarts > 0 and not old.spec.config_file:
+            # Nothing can fence a node that forgot its fence in a restart and that the
+            # watchers cannot reach: only a config file (CONFIG REWRITE, or the fence written
+            # into redis.conf by hand) carries it across.
+            return f"restarted-unfenced: {old_name} restarted without a config file, not fenced since"
         for r in world.nodes:
             if r is old or r is target or not r.alive or r.role is not Role.REPLICA:
                 continue
