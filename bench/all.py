@@ -23,6 +23,7 @@ Exit status: 0 when every benchmark exited 0, else 1.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import subprocess
 import sys
@@ -35,14 +36,14 @@ from typing import Any
 from .common import (
     REPO_ROOT,
     append_json,
-    append_text,
     exit_cleanly_on_sigterm,
     machine_info,
     markdown_table,
+    size_mark,
     text_table,
 )
 
-BENCHMARKS = ("failover", "switchover", "mass_failover", "timeline", "scale", "sim")
+BENCHMARKS: tuple[str, ...] = ("failover", "switchover", "mass_failover", "timeline", "scale", "sim")
 DEFAULT_RESULTS = REPO_ROOT / "bench" / "results"
 
 
@@ -102,23 +103,111 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     return args, passed
 
 
-def write_summary(results_dir: Path, record: dict[str, Any], rows: list[list[str]]) -> None:
-    append_json(results_dir / "summary.json", record)
-    markdown = results_dir / "summary.md"
-    if not markdown.exists():
-        append_text(
-            markdown,
-            "# Benchmark runs\n\nAppended by `python -m bench.all` (`make bench`): each benchmark's "
-            "exit status, duration and last line. Details are in each benchmark's own file.\n",
+# Where each benchmark keeps its runs: a JSON array of records, except the timeline, which keeps
+# only its latest run (one picture).
+RESULT_FILES = {
+    "failover": "failover.json",
+    "switchover": "switchover.json",
+    "mass_failover": "mass_failover.json",
+    "timeline": "failover-timeline.json",
+    "scale": "scale.json",
+    "sim": "sim.json",
+}
+# Arguments that make a run something other than a full-size, like-for-like measurement: short
+# checks, and diagnosis runs (one system only, haredis settings changed, debug logging).
+NOT_FULL_SIZE = ("--quick", "--smoke", "--system", "--haredis-setting", "--debug-logs")
+
+
+def is_full_size(record: dict[str, Any]) -> bool:
+    """Whether a benchmark's results record holds figures to quote. Older records and those of
+    scripts that do not write ``size`` are judged by their command line alone."""
+    if record.get("size", "full") != "full":
+        return False
+    words = str(record.get("command", "")).split()
+    return not any(word == flag or word.startswith(flag + "=") for word in words for flag in NOT_FULL_SIZE)
+
+
+def latest_full_size(results_dir: Path, name: str) -> dict[str, Any] | None:
+    """The newest full-size record of one benchmark in ``results_dir`` (None if there is none,
+    or its file cannot be read)."""
+    path = results_dir / RESULT_FILES[name]
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    records = loaded if isinstance(loaded, list) else [loaded]
+    full = [r for r in records if isinstance(r, dict) and is_full_size(r)]
+    return full[-1] if full else None
+
+
+def run_size_of(arguments: Sequence[str]) -> str:
+    """A ``make bench`` run's size, from the arguments it passed to every benchmark."""
+    return "smoke" if "--smoke" in arguments else "quick" if "--quick" in arguments else "full"
+
+
+FIGURES_HEADERS = ["benchmark", "date (UTC)", "haredis commit", "load at start", "command", "last line"]
+
+
+def figures_rows(results_dir: Path) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for name in BENCHMARKS:
+        record = latest_full_size(results_dir, name)
+        if record is None:
+            rows.append([name, "-", "-", "-", "-", "no full-size run recorded"])
+            continue
+        machine = record.get("machine", {})
+        # Not REPO_ROOT: a benchmark may have run from another checkout; its command is what counts.
+        command = str(record.get("command", "")).split(" -m ", 1)[-1]
+        rows.append(
+            [
+                name,
+                str(machine.get("date", "?")),
+                str(machine.get("haredis_commit", "?")),
+                str(machine.get("load_average_at_start", "?")),
+                f"`python -m {command}`",
+                f"`{record.get('last_line', '')}`",
+            ]
         )
+    return rows
+
+
+def run_section(record: dict[str, Any]) -> str:
     machine = record["machine"]
-    append_text(
-        markdown,
-        f"\n## {machine['date']}: `make bench` arguments `{' '.join(record['arguments']) or '(none)'}`\n\n"
+    arguments = list(record.get("arguments", []))
+    size = str(record.get("size", run_size_of(arguments)))
+    rows = [
+        [o["name"], str(o["exit_code"]), f"{o['seconds'] / 60:.1f}", f"`{o['last_line']}`"]
+        for o in record.get("outcomes", [])
+    ]
+    return (
+        f"\n### {machine['date']}: `make bench` arguments `{' '.join(arguments) or '(none)'}`"
+        f"{size_mark(size)}\n\n"
         f"- machine: {machine['uname']}, {machine['cpu_model']}, {machine['cores']} cores, "
         f"load average at start {machine['load_average_at_start']}; haredis {machine['haredis_commit']}\n\n"
-        f"{markdown_table(HEADERS, rows)}\n",
+        f"{markdown_table(HEADERS, rows)}\n"
     )
+
+
+def write_summary(results_dir: Path, record: dict[str, Any]) -> None:
+    """Append this run to ``summary.json``, then write ``summary.md`` afresh from the JSON files:
+    the latest full-size figures of every benchmark first (a quick run never replaces them),
+    then every ``make bench`` run, quick ones marked as such."""
+    append_json(results_dir / "summary.json", record)
+    runs: list[dict[str, Any]] = json.loads((results_dir / "summary.json").read_text())
+    text = (
+        "# Benchmark figures\n\n"
+        "Written by `python -m bench.all` (`make bench`) after every run, from the JSON files beside "
+        "it. First the latest full-size run of each benchmark: the figures to quote (runs with "
+        f"{', '.join(f'`{flag}`' for flag in NOT_FULL_SIZE)} are never among them). Then every "
+        "`make bench` run, newest last: each benchmark's exit status, duration and last line. "
+        "Details are in each benchmark's own markdown and JSON.\n\n"
+        "## Latest full-size figures\n\n"
+        f"{markdown_table(FIGURES_HEADERS, figures_rows(results_dir))}\n\n"
+        "## `make bench` runs\n" + "".join(run_section(run) for run in runs)
+    )
+    tmp = results_dir / "summary.md.tmp"
+    tmp.write_text(text)
+    tmp.replace(results_dir / "summary.md")
 
 
 HEADERS = ["benchmark", "exit", "minutes", "last line"]
@@ -135,14 +224,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    rows = [[o.name, str(o.exit_code), f"{o.seconds / 60:.1f}", f"`{o.last_line}`"] for o in outcomes]
     record = {
         "benchmark": "all",
         "arguments": passed,
+        "size": run_size_of(passed),
         "machine": machine,
         "outcomes": [asdict(o) | {"seconds": round(o.seconds, 1)} for o in outcomes],
     }
-    write_summary(args.results_dir, record, rows)
+    write_summary(args.results_dir, record)
     print(
         "\n"
         + text_table(

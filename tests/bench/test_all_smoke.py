@@ -33,4 +33,9 @@ def test_all_runs_the_chosen_benchmark_with_pass_through_arguments(tmp_path: Pat
     assert (outcome["name"], outcome["exit_code"]) == ("sim", 0)
     assert outcome["last_line"] == sim_runs[0]["last_line"]
     assert re.fullmatch(r"sim seeds=4 violations=0 .*", outcome["last_line"])
-    assert outcome["last_line"] in (tmp_path / "summary.md").read_text()
+    markdown = (tmp_path / "summary.md").read_text()
+    assert outcome["last_line"] in markdown
+    # A smoke run is listed as one, and its figures are never quoted as the full-size ones.
+    assert summary[0]["size"] == "smoke"
+    assert "(SMOKE run: a short check, not a full-size figure)" in markdown
+    assert "| sim | - |" in markdown.split("## `make bench` runs")[0]
