@@ -618,5 +618,10 @@ class TimedProbeLink:
         self._observe(self._clock() - start)
         return reply
 
+    def answered_in(self, seconds: float) -> None:
+        """The prober's report of an answered PING (haredis.prober: probes that do not go
+        through `ping`)."""
+        self._observe(max(0.0, seconds))
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._link, name)

@@ -119,6 +119,7 @@ class _ErrorReply:
 
 
 _SERVER_CLOSED = "Connection closed by server"
+SERVER_CLOSED: Final = _SERVER_CLOSED  # what a closed probe connection reports (haredis.prober)
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 _ERRNO_IN_TEXT = re.compile(r"\[Errno (-?\d+)\]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -485,13 +486,12 @@ class RedisLink:
         redis-py's command path: the PING goes straight to the connection's stream and its
         one-line reply is read back from it, under the same deadline, lock, connection
         handling and failure mapping as every other call (see _run)."""
-        if self._ping_wire is None:
-            self._ping_wire = _pack_one(tuple(self._command(("PING",))))
+        wire = self.ping_wire()
         try:
             async with asyncio.timeout(timeout) as deadline, self._lock:
                 conn = await self._connection()
                 try:
-                    return await self._exchange_ping(conn, self._ping_wire)
+                    return await self._exchange_ping(conn, wire)
                 except asyncio.CancelledError:
                     try:
                         reply = await self._reply_already_in(conn, deadline)
@@ -535,9 +535,23 @@ class RedisLink:
         writer.write(wire)  # 14 bytes, one in flight per link: no backpressure to wait for
         return await cls._read_ping_reply(reader)
 
+    @classmethod
+    async def _read_ping_reply(cls, reader: asyncio.StreamReader) -> str:
+        return cls.ping_answer(await reader.readline())
+
+    # -- what haredis.prober needs to probe over a connection of its own -------------------
+
+    def ping_wire(self) -> bytes:
+        """PING as sent to this instance (renamed if the link was told so)."""
+        if self._ping_wire is None:
+            self._ping_wire = _pack_one(tuple(self._command(("PING",))))
+        return self._ping_wire
+
     @staticmethod
-    async def _read_ping_reply(reader: asyncio.StreamReader) -> str:
-        line = await reader.readline()
+    def ping_answer(line: bytes) -> str:
+        """The answer in PING's reply line: its text (PONG), or the first word of an error
+        reply (LOADING, MASTERDOWN, BUSY, NOAUTH...: answers, not failures). A line cut
+        short is the server closing the connection; anything else is not a PING reply."""
         if not line.endswith(b"\r\n"):
             raise ConnectionResetError(_SERVER_CLOSED)  # EOF before a whole reply
         kind, text = line[:1], line[1:-2].decode("utf-8", "replace")
@@ -546,6 +560,36 @@ class RedisLink:
         if kind == b"-":
             return text.split(" ", 1)[0] if text else "ERR"  # as _ErrorReply.code
         raise LinkError(FailureKind.ERROR, f"unexpected PING reply: {line!r:.200}")
+
+    async def open_transport(self) -> asyncio.StreamWriter:
+        """A new connection of its own, opened as every connection of the link is (TCP or
+        TLS, AUTH, CLIENT SETNAME, bounded by twice the connect timeout), and handed over:
+        the prober sets its own protocol on the writer's transport. (The writer comes along
+        because it closes its transport when it is garbage collected.) Not the link's
+        connection: the link's other calls keep theirs."""
+        conn = self._new_connection()
+        try:
+            async with asyncio.timeout(2 * self._connect_timeout):
+                await conn.connect()
+                if self._client_name:
+                    with contextlib.suppress(LinkError):  # CLIENT disabled by rename-command
+                        await self._exchange(conn, [self._command(("CLIENT", "SETNAME", self._client_name))])
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+            raise
+        writer: asyncio.StreamWriter = conn._writer
+        conn._reader = conn._writer = None  # ours now: redis-py must neither read nor close it
+        return writer
+
+    def failure(self, exc: Exception, timeout: float) -> LinkError:
+        """What a PING that met `exc` reports, as `ping` reports it (TimeoutError: the
+        deadline of `timeout` seconds passed)."""
+        return exc if isinstance(exc, LinkError) else self._failure(exc, timeout)
+
+    def answered_in(self, seconds: float) -> None:
+        """The prober's report of an answered PING's round trip (metrics.TimedProbeLink
+        observes it; a bare link has no use for it)."""
 
     async def info(self, timeout: float) -> InstanceInfo:
         """``INFO server replication keyspace`` (one round trip) parsed into InstanceInfo.

@@ -15,6 +15,8 @@ Rules it keeps:
   runtime stops: a watcher that cannot remember its votes must not hand any out.
 * A task per Redis command, one connection per instance and purpose (probe, info, command),
   so one slow or dead instance never delays another, and a slow INFO never delays a PING.
+  Probes, the steady job, are the exception: no task each, a write and a callback (see
+  haredis.prober) on a link that offers it; any other link is probed with a task.
 * The loop survives: an unexpected exception in a cycle or an action is logged and the loop
   goes on; CancelledError always propagates.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -62,6 +65,7 @@ from haredis.core.events import (
 from haredis.core.messages import PeerMessage
 from haredis.core.model import Address, DurableState, InstanceInfo, Role, Snapshot
 from haredis.core.watcher import Watcher
+from haredis.prober import ProbeChannel, Prober, as_probe_target
 
 log = logging.getLogger("haredis.runtime")
 # Reattaching a replica frozen by an aborted selection; if it fails, the steady state repoints
@@ -154,6 +158,9 @@ class Runtime:
         self.watcher = watcher
         self._link_factory = links
         self._links: dict[tuple[str, Address, str], RedisPort] = {}
+        # One per probed instance: its channel, or None if its link cannot be probed lean.
+        self._probe_channels: dict[tuple[str, Address], ProbeChannel | None] = {}
+        self._prober: Prober | None = None
         self._peers = peers
         self._persist = persist
         self._publish = publish
@@ -321,7 +328,7 @@ class Runtime:
         """One action other than PersistState (run_actions hands those to the commit)."""
         match action:
             case Probe():
-                self._spawn(self._probe(action))
+                self._start_probe(action)
             case QueryInfo():
                 self._spawn(self._query_info(action))
             case Promote():
@@ -351,6 +358,10 @@ class Runtime:
         """Close the links of one primary (its credentials changed); re-created on next use."""
         for key in [k for k in self._links if k[0] == primary]:
             self._spawn(self._links.pop(key).close())
+        for probed in [k for k in self._probe_channels if k[0] == primary]:
+            channel = self._probe_channels.pop(probed)
+            if channel is not None:
+                self._spawn(channel.close())
 
     def link(self, primary: str, address: Address, purpose: str) -> RedisPort:
         key = (primary, address, purpose)
@@ -363,6 +374,36 @@ class Runtime:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _start_probe(self, a: Probe) -> None:
+        """PING without a task when the probe link offers it (haredis.prober); the answer is
+        fed from the prober's callback."""
+        key = (a.primary, a.address)
+        try:
+            channel = self._probe_channels[key]
+        except KeyError:
+            channel = self._probe_channels[key] = self._new_probe_channel(a.primary, a.address)
+        if channel is None:
+            self._spawn(self._probe(a))
+        else:
+            channel.ping(a.timeout, functools.partial(self._probed, a))
+
+    def _new_probe_channel(self, primary: str, address: Address) -> ProbeChannel | None:
+        target = as_probe_target(self.link(primary, address, "probe"))
+        if target is None:
+            return None
+        if self._prober is None:
+            self._prober = Prober()
+        return self._prober.channel(target)
+
+    def _probed(self, a: Probe, reply: str | None, error: Exception | None) -> None:
+        if error is not None:
+            kind, detail = classify(error)
+            self.feed(
+                ProbeFailed(now=self.now(), primary=a.primary, address=a.address, kind=kind, detail=detail)
+            )
+        elif reply is not None:
+            self.feed(ProbeReply(now=self.now(), primary=a.primary, address=a.address, reply=reply))
 
     async def _probe(self, a: Probe) -> None:
         try:
@@ -659,6 +700,14 @@ class Runtime:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+        for channel in list(self._probe_channels.values()):
+            if channel is not None:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+        self._probe_channels.clear()
+        if self._prober is not None:
+            self._prober.close()
+            self._prober = None
         for link in list(self._links.values()):
             with contextlib.suppress(Exception):
                 await link.close()
