@@ -57,6 +57,36 @@ class BenchError(RuntimeError):
     """A bounded wait ran out, or a process did not behave: the benchmark cannot go on."""
 
 
+class SetupError(BenchError):
+    """A round's fresh cluster never became ready: no fault was injected and nothing was
+    measured, so running the round again on fresh processes discards no figure."""
+
+
+@contextlib.contextmanager
+def setting_up() -> Iterator[None]:
+    """Marks the part of a round before its fault: a BenchError there becomes a SetupError."""
+    try:
+        yield
+    except SetupError:
+        raise
+    except BenchError as exc:
+        raise SetupError(str(exc)) from exc
+
+
+def retry_setup_once(
+    run: Callable[[Path], T], workdir: Path, progress: Callable[[str], None]
+) -> tuple[T, str]:
+    """Run a round in ``workdir``; if its setup failed (another process on this shared machine
+    can take a port or stall the start), run it once more in a fresh ``<workdir>-retry`` (no
+    data dir of the first try is reused) and return why the first try was discarded. A
+    failure after the fault is never retried: that is a result."""
+    try:
+        return run(workdir), ""
+    except SetupError as exc:
+        progress(f"  setup failed before any fault, nothing measured ({exc}); once more on fresh processes")
+        return run(workdir.with_name(workdir.name + "-retry")), str(exc)
+
+
 def wait_for(predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.02) -> T:
     """Call ``predicate`` until it returns something truthy and return that; raise BenchError
     naming ``what`` (and the last exception, if any) after ``timeout`` seconds."""

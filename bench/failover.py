@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import shutil
 import sys
@@ -82,8 +83,10 @@ from .common import (
     machine_info,
     missing_keys,
     ratio,
+    retry_setup_once,
     run_size,
     sentinel_watchers,
+    setting_up,
     size_mark,
     wait_for,
     writing,
@@ -140,6 +143,7 @@ class RoundResult:
     lost_keys: list[int] = field(default_factory=list)
     demoted: bool | None = None
     demote_s: float | None = None
+    setup_retried: str = ""  # why a first try of this round failed before its fault, if it did
 
     def as_json(self) -> dict[str, Any]:
         record = asdict(self)
@@ -230,9 +234,11 @@ def run_round(
         result = RoundResult(system, fault, index, str(old), round(os.getloadavg()[0], 2))
         ports = stack.enter_context(watchers_for(system, old, workdir, debug_logs))
         clients = stack.enter_context(WatcherClients(ports))
-        clients.wait_ready(old, REPLICAS)
+        with setting_up():
+            clients.wait_ready(old, REPLICAS)
         writer = stack.enter_context(writing(ports, WRITE_RATE))
-        writer.wait_acked(WARMUP_ACKS, 30.0)
+        with setting_up():
+            writer.wait_acked(WARMUP_ACKS, 30.0)
 
         fault_at = inject(fault, cluster.primary)
         new, switched_at = clients.first_switch(old, switch_timeout)
@@ -412,9 +418,14 @@ def run_plan(plan: Plan, run_dir: Path, debug_logs: bool) -> list[RoundResult]:
     for index, fault, system in plan.schedule():
         workdir = run_dir / f"{index:02d}-{fault}-{system}"
         progress(f"round {index}/{plan.rounds}: {system}, {fault} ...")
-        result = run_round(
-            system, fault, index, workdir, switch_timeout=plan.switch_timeout, debug_logs=debug_logs
+        result, discarded = retry_setup_once(
+            functools.partial(
+                run_round, system, fault, index, switch_timeout=plan.switch_timeout, debug_logs=debug_logs
+            ),
+            workdir,
+            progress,
         )
+        result.setup_retried = discarded
         progress(f"  {result.describe()}")
         results.append(result)
     return results
