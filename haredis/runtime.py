@@ -64,7 +64,7 @@ from haredis.core.events import (
 )
 from haredis.core.messages import PeerMessage
 from haredis.core.model import Address, DurableState, InstanceInfo, Role, Snapshot
-from haredis.core.watcher import Watcher
+from haredis.core.watcher import StatusRow, Watcher
 from haredis.prober import ProbeChannel, Prober, as_probe_target
 
 log = logging.getLogger("haredis.runtime")
@@ -668,8 +668,16 @@ class Runtime:
         if self._published or now - self._status_at >= STATUS_PERIOD:
             self._published = False
             self._status_at = now
-            self._status = status_line(self.snapshot)
+            self._status = self._status_now()
         return self._status
+
+    def _status_now(self) -> str:
+        """The status line of the state clients may see: the core's own status rows (no
+        snapshot is built for it), or, while a state write is pending, the snapshot from
+        before it (what every client sees until the write is done: see refresh_snapshot)."""
+        if self.commit_pending:
+            return status_line(self.snapshot)
+        return status_text(self.watcher.in_hold, self.watcher.status_rows())
 
     def first_cycle_complete(self) -> bool:
         """Every primary has been probed at least once (answered or failed)."""
@@ -716,21 +724,39 @@ class Runtime:
 
 def status_line(snapshot: Snapshot) -> str:
     """The one human line for this cycle (logs, systemd STATUS=, `haredis status`)."""
+    rows = [
+        StatusRow(
+            name=view.name,
+            failover_state=view.failover_state,
+            failover_epoch=view.failover_epoch,
+            odown=view.odown,
+            sdown=view.sdown,
+            address=view.address,
+            config_epoch=view.config_epoch,
+            ok_replicas=sum(1 for r in view.replicas if not r.sdown),
+            replicas=len(view.replicas),
+        )
+        for view in snapshot.primaries
+    ]
+    return status_text(snapshot.in_hold, rows)
+
+
+def status_text(in_hold: bool, rows: list[StatusRow]) -> str:
+    """status_line from the core's status rows (Watcher.status_rows), or a snapshot's."""
     parts: list[str] = []
-    if snapshot.in_hold:
+    if in_hold:
         parts.append("HOLD (clock or loop stall): observing only")
-    for view in snapshot.primaries:
-        if view.failover_state != "none":
-            state = f"failing over (epoch {view.failover_epoch}, {view.failover_state})"
-        elif view.odown:
+    for row in rows:
+        if row.failover_state != "none":
+            state = f"failing over (epoch {row.failover_epoch}, {row.failover_state})"
+        elif row.odown:
             state = "ODOWN"
-        elif view.sdown:
+        elif row.sdown:
             state = "sdown"
         else:
             state = "ok"
-        ok_replicas = sum(1 for r in view.replicas if not r.sdown)
         parts.append(
-            f"{view.name} {state} primary={view.address} epoch={view.config_epoch} "
-            f"replicas={ok_replicas}/{len(view.replicas)}"
+            f"{row.name} {state} primary={row.address} epoch={row.config_epoch} "
+            f"replicas={row.ok_replicas}/{row.replicas}"
         )
     return "; ".join(parts) if parts else "no primaries"
