@@ -87,6 +87,17 @@ def retry_setup_once(
         return run(workdir.with_name(workdir.name + "-retry")), str(exc)
 
 
+def setup_retry_notes(rounds: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown lines naming every round whose first try failed before its fault (one per
+    line, each ending in a newline; empty when there was none)."""
+    return "".join(
+        f"- round {r['round']} {r['system']}{' ' + str(r['fault']) if 'fault' in r else ''}: a first "
+        f"try failed before any fault and was discarded ({r['setup_retried']})\n"
+        for r in rounds
+        if r.get("setup_retried")
+    )
+
+
 def wait_for(predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.02) -> T:
     """Call ``predicate`` until it returns something truthy and return that; raise BenchError
     naming ``what`` (and the last exception, if any) after ``timeout`` seconds."""

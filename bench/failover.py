@@ -87,6 +87,7 @@ from .common import (
     run_size,
     sentinel_watchers,
     setting_up,
+    setup_retry_notes,
     size_mark,
     wait_for,
     writing,
@@ -362,7 +363,8 @@ def markdown_report(record: dict[str, Any], rows: Sequence[Sequence[str]], last:
         f"- per round: fresh 1 primary + {REPLICAS} replicas and 3 watchers, quorum {QUORUM}, "
         f"down-after {DOWN_AFTER_MS} ms, failover-timeout {FAILOVER_TIMEOUT_MS} ms; writer through "
         f"redis-py's Sentinel client at <= {WRITE_RATE:.0f} SET/s\n"
-        f"- cells: median [min-max] over the rounds; seconds from the fault\n\n"
+        f"- cells: median [min-max] over the rounds; seconds from the fault\n"
+        f"{setup_retry_notes(record['rounds'])}\n"
         f"{markdown_table(rows)}\n\n`{last}`\n"
     )
 

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import math
 import os
 import re
@@ -88,7 +89,10 @@ from .common import (
     machine_info,
     markdown_table,
     plain_client,
+    retry_setup_once,
     run_size,
+    setting_up,
+    setup_retry_notes,
     size_mark,
     text_table,
     wait_for,
@@ -360,6 +364,7 @@ class RoundResult:
     ready_s: float = math.nan
     groups: list[GroupTimes] = field(default_factory=list)
     phases: PhaseTimes | None = None  # from the watchers' logs
+    setup_retried: str = ""  # why a first try of this round failed before the kill, if it did
 
     def _times(self, attribute: str) -> list[float]:
         return [getattr(g, attribute) for g in self.groups]
@@ -418,6 +423,7 @@ class RoundResult:
                 for g in self.groups
             ],
             "phases": None if self.phases is None else self.phases.as_json(),
+            "setup_retried": self.setup_retried,
         }
 
     def describe(self) -> str:
@@ -589,7 +595,8 @@ def run_round(
         probe = MassProbe(ports, groups)
         stack.callback(probe.close)
         started = time.monotonic()
-        probe.wait_ready()
+        with setting_up():
+            probe.wait_ready()
         result.ready_s = round(time.monotonic() - started, 2)
         time.sleep(1.0)  # a steady state: every watcher has probed every instance a few times
         fault_wall = time.time()
@@ -744,7 +751,8 @@ def markdown_report(
         f"{FAILOVER_TIMEOUT_MS} ms; every primary killed with kill -9 at once\n"
         f"- haredis settings changed from the defaults (diagnosis): "
         f"{', '.join(record['settings']['haredis_settings_changed']) or 'none'}\n"
-        f"- {verdict}\n\n"
+        f"- {verdict}\n"
+        f"{setup_retry_notes(record['rounds'])}\n"
         f"{markdown_table(HEADERS, rows)}\n\n"
         + (
             "Where the time goes, from the watchers' logs: per group, seconds from the kill to the "
@@ -818,7 +826,19 @@ def run_all(args: argparse.Namespace, run_dir: Path) -> list[RoundResult]:
         for system in systems:
             progress(f"round {index}/{args.rounds}: {system}, k={args.k} ...")
             workdir = run_dir / f"{index:02d}-{system}"
-            result = run_round(system, index, args.k, workdir, args.switch_timeout, args.haredis_setting)
+            result, discarded = retry_setup_once(
+                functools.partial(
+                    run_round,
+                    system,
+                    index,
+                    args.k,
+                    switch_timeout=args.switch_timeout,
+                    extra_watcher=args.haredis_setting,
+                ),
+                workdir,
+                progress,
+            )
+            result.setup_retried = discarded
             progress(f"  {result.describe()}")
             results.append(result)
     return results

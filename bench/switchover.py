@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import math
 import os
@@ -87,7 +88,10 @@ from .common import (
     machine_info,
     missing_keys,
     plain_client,
+    retry_setup_once,
     run_size,
+    setting_up,
+    setup_retry_notes,
     size_mark,
     wait_for,
     writing,
@@ -140,6 +144,7 @@ class RoundResult:
     demoted: bool | None = None
     demote_s: float | None = None
     error: str = ""
+    setup_retried: str = ""  # why a first try of this round failed before the command, if it did
 
     @property
     def completed(self) -> bool:
@@ -247,9 +252,11 @@ def run_round(system: System, index: int, workdir: Path, *, to_first_replica: bo
         result = RoundResult(system, index, str(old), round(os.getloadavg()[0], 2))
         ports = stack.enter_context(watchers_for(system, old, workdir, False))
         clients = stack.enter_context(WatcherClients(ports))
-        clients.wait_ready(old, REPLICAS)
+        with setting_up():
+            clients.wait_ready(old, REPLICAS)
         writer = stack.enter_context(writing(ports, WRITE_RATE))
-        writer.wait_acked(WARMUP_ACKS, 30.0)
+        with setting_up():
+            writer.wait_acked(WARMUP_ACKS, 30.0)
         try:
             measure(system, result, cluster, ports, clients, writer, workdir, to_first_replica, stack)
         except BenchError as exc:
@@ -455,7 +462,7 @@ def markdown_report(record: dict[str, Any], rows: Sequence[Sequence[str]], last:
         f"`{record['settings']['haredis_command']}`, Sentinel: `SENTINEL FAILOVER mymaster`\n"
         f"- cells: median [min-max], seconds from the command; switch, all named and unavailable over "
         f"every round (a failed one counts as inf), longest gap and lost over the completed rounds\n"
-        f"{failures}\n"
+        f"{failures}{setup_retry_notes(record['rounds'])}\n"
         f"{markdown_table(rows)}\n\n`{last}`\n"
     )
 
@@ -502,7 +509,10 @@ def run_all(
     for index, system in schedule(systems, rounds):
         workdir = run_dir / f"{index:02d}-{system}"
         progress(f"round {index}/{rounds}: {system} ...")
-        result = run_round(system, index, workdir, to_first_replica=to_first_replica)
+        result, discarded = retry_setup_once(
+            functools.partial(run_round, system, index, to_first_replica=to_first_replica), workdir, progress
+        )
+        result.setup_retried = discarded
         progress(f"  {result.describe()}")
         if result.command_output:
             progress("  command output: " + result.command_output.replace("\n", "\n    "))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.common import BenchError, SetupError, retry_setup_once, setting_up
+from bench.common import BenchError, SetupError, retry_setup_once, setting_up, setup_retry_notes
 
 
 def test_a_failed_setup_is_run_once_more_in_a_fresh_directory(tmp_path: Path) -> None:
@@ -48,3 +48,16 @@ def test_a_second_setup_failure_ends_the_benchmark(tmp_path: Path) -> None:
 
     with pytest.raises(SetupError, match="not ready in r-retry"):
         retry_setup_once(round_, tmp_path / "r", lambda _: None)
+
+
+def test_a_discarded_first_try_is_named_in_the_results() -> None:
+    rounds = [
+        {"round": 1, "system": "haredis", "fault": "crash", "setup_retried": ""},
+        {"round": 2, "system": "haredis", "fault": "hang", "setup_retried": "timed out"},
+        {"round": 2, "system": "sentinel", "setup_retried": "port taken"},
+    ]
+    assert setup_retry_notes(rounds) == (
+        "- round 2 haredis hang: a first try failed before any fault and was discarded (timed out)\n"
+        "- round 2 sentinel: a first try failed before any fault and was discarded (port taken)\n"
+    )
+    assert setup_retry_notes(rounds[:1]) == ""
