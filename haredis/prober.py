@@ -38,6 +38,7 @@ import asyncio
 import collections
 import contextlib
 import heapq
+import itertools
 import logging
 from collections.abc import Callable
 from typing import Protocol, cast
@@ -95,41 +96,50 @@ def as_probe_target(link: object) -> ProbeTarget | None:
 class _Probe:
     """One PING waiting for its answer."""
 
-    __slots__ = ("channel", "deadline", "done", "settled", "started", "timeout")
+    __slots__ = ("channel", "deadline", "done", "key", "settled", "started", "timeout")
 
-    def __init__(self, channel: ProbeChannel, timeout: float, done: ProbeDone, now: float) -> None:
+    def __init__(self, channel: ProbeChannel, timeout: float, done: ProbeDone, now: float, key: int) -> None:
         self.channel = channel
         self.timeout = timeout
         self.done = done
         self.started = now
         self.deadline = now + timeout
+        self.key = key
         self.settled = False
-
-    def __lt__(self, other: _Probe) -> bool:  # heap order when two deadlines are equal
-        return id(self) < id(other)
 
 
 class _Deadlines:
     """The deadlines of every probe in flight, behind one loop timer.
 
-    Answered probes are not removed from the heap (that would cost a search each): they are
-    skipped when they reach its top, and the timer is always armed at the earliest probe
-    that is still waiting, so it fires about once per probe timeout rather than per probe."""
+    The heap holds (deadline, key) pairs and `_waiting` the probes by key: an answered probe
+    leaves `_waiting` at once (and is freed: a probe that lived until its deadline in the heap
+    outlived the young generations and made the cyclic collector scan the whole heap far more
+    often), while its pair stays in the heap (removing it would cost a search) until it
+    reaches the top. The timer is always armed at the earliest probe still waiting, so it
+    fires about once per probe timeout rather than once per probe."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._heap: list[tuple[float, _Probe]] = []
+        self._heap: list[tuple[float, int]] = []  # no references: the collector skips them
+        self._waiting: dict[int, _Probe] = {}
+        self._keys = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
 
-    def add(self, probe: _Probe) -> None:
-        heapq.heappush(self._heap, (probe.deadline, probe))
+    def new_probe(self, channel: ProbeChannel, timeout: float, done: ProbeDone) -> _Probe:
+        probe = _Probe(channel, timeout, done, self._loop.time(), next(self._keys))
+        self._waiting[probe.key] = probe
+        heapq.heappush(self._heap, (probe.deadline, probe.key))
         if self._timer is None or probe.deadline < self._timer_at:
             self._arm()
+        return probe
+
+    def settled(self, probe: _Probe) -> None:
+        self._waiting.pop(probe.key, None)
 
     def _arm(self) -> None:
-        heap = self._heap
-        while heap and heap[0][1].settled:
+        heap, waiting = self._heap, self._waiting
+        while heap and heap[0][1] not in waiting:
             heapq.heappop(heap)
         if self._timer is not None:
             if heap and self._timer_at == heap[0][0]:
@@ -143,11 +153,11 @@ class _Deadlines:
     def _expire(self) -> None:
         self._timer = None
         now = self._loop.time()
-        heap = self._heap
+        heap, waiting = self._heap, self._waiting
         expired: list[_Probe] = []
-        while heap and (heap[0][1].settled or heap[0][0] <= now):
-            probe = heapq.heappop(heap)[1]
-            if not probe.settled:
+        while heap and (heap[0][1] not in waiting or heap[0][0] <= now):
+            probe = waiting.pop(heapq.heappop(heap)[1], None)
+            if probe is not None:
                 expired.append(probe)
         for probe in expired:
             if not probe.settled:  # an earlier one's dropped connection may have failed it
@@ -159,6 +169,7 @@ class _Deadlines:
             self._timer.cancel()
             self._timer = None
         self._heap.clear()
+        self._waiting.clear()
 
 
 class _LineProtocol(asyncio.Protocol):
@@ -218,8 +229,7 @@ class ProbeChannel:
         """Send a PING now (or once connected); `done` runs with its answer or failure."""
         if self._closed:
             raise RuntimeError("probe channel closed")
-        probe = _Probe(self, timeout, done, self._loop.time())
-        self._deadlines.add(probe)
+        probe = self._deadlines.new_probe(self, timeout, done)
         lost, self._lost_idle = self._lost_idle, None
         if lost is not None:
             # As a PING written to a connection the server had closed: it meets the close.
@@ -271,7 +281,7 @@ class ProbeChannel:
             return
         if probe.settled:
             return
-        probe.settled = True
+        self._settle(probe)
         self._target.answered_in(self._loop.time() - probe.started)
         self._report(probe, reply, None)
 
@@ -323,9 +333,13 @@ class ProbeChannel:
     def _fail(self, probe: _Probe, exc: Exception) -> None:
         if probe.settled:
             return
-        probe.settled = True
+        self._settle(probe)
         error = exc if isinstance(exc, LinkError) else self._target.failure(exc, probe.timeout)
         self._report(probe, None, error)
+
+    def _settle(self, probe: _Probe) -> None:
+        probe.settled = True
+        self._deadlines.settled(probe)
 
     @staticmethod
     def _report(probe: _Probe, reply: str | None, error: LinkError | None) -> None:
@@ -338,7 +352,7 @@ class ProbeChannel:
         """Drop the connection and stop; probes still in flight are never answered."""
         self._closed = True
         for probe in [*self._sent, *self._waiting]:
-            probe.settled = True
+            self._settle(probe)
         self._sent.clear()
         self._waiting.clear()
         self._drop()
