@@ -16,6 +16,7 @@ Usage, from the repository root::
     python -m bench.all                       # everything, full size (the simulator soak is long)
     python -m bench.all --quick               # everything, short
     python -m bench.all --only failover,sim   # a subset, in the order above
+    python -m bench.all --summary-only        # rewrite summary.md after running one benchmark alone
 
 Exit status: 0 when every benchmark exited 0, else 1.
 """
@@ -89,6 +90,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     )
     parser.add_argument("--only", help=f"comma-separated subset of: {','.join(BENCHMARKS)}")
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="results directory")
+    parser.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="run nothing: rewrite summary.md from the results there (after running one benchmark alone)",
+    )
     args, passed = parser.parse_known_args(argv)
     chosen = BENCHMARKS
     if args.only:
@@ -113,18 +119,23 @@ RESULT_FILES = {
     "scale": "scale.json",
     "sim": "sim.json",
 }
-# Arguments that make a run something other than a full-size, like-for-like measurement: short
-# checks, and diagnosis runs (one system only, haredis settings changed, debug logging).
-NOT_FULL_SIZE = ("--quick", "--smoke", "--system", "--haredis-setting", "--debug-logs")
+# Arguments that make a run something other than a full-size, like-for-like measurement:
+# diagnosis runs (one system only, haredis settings changed, debug logging) and short checks.
+DIAGNOSIS = ("--system", "--haredis-setting", "--debug-logs")
+SHORT = ("--quick", "--smoke")
+NOT_FULL_SIZE = (*SHORT, *DIAGNOSIS)
 
 
 def is_full_size(record: dict[str, Any]) -> bool:
-    """Whether a benchmark's results record holds figures to quote. Older records and those of
-    scripts that do not write ``size`` are judged by their command line alone."""
-    if record.get("size", "full") != "full":
+    """Whether a benchmark's results record holds figures to quote. A record's own ``size``
+    says whether it was a short check (``timeline --quick`` is its full run); older records
+    and scripts that write no ``size`` are judged by their command line."""
+    size = record.get("size")
+    if size is not None and size != "full":
         return False
+    flags = DIAGNOSIS if size is not None else NOT_FULL_SIZE
     words = str(record.get("command", "")).split()
-    return not any(word == flag or word.startswith(flag + "=") for word in words for flag in NOT_FULL_SIZE)
+    return not any(word == flag or word.startswith(flag + "=") for word in words for flag in flags)
 
 
 def latest_full_size(results_dir: Path, name: str) -> dict[str, Any] | None:
@@ -189,11 +200,17 @@ def run_section(record: dict[str, Any]) -> str:
 
 
 def write_summary(results_dir: Path, record: dict[str, Any]) -> None:
-    """Append this run to ``summary.json``, then write ``summary.md`` afresh from the JSON files:
-    the latest full-size figures of every benchmark first (a quick run never replaces them),
-    then every ``make bench`` run, quick ones marked as such."""
+    """Append this run to ``summary.json``, then write ``summary.md`` afresh."""
     append_json(results_dir / "summary.json", record)
-    runs: list[dict[str, Any]] = json.loads((results_dir / "summary.json").read_text())
+    render_summary(results_dir)
+
+
+def render_summary(results_dir: Path) -> None:
+    """Write ``summary.md`` from the JSON files: the latest full-size figures of every benchmark
+    first (a quick run never replaces them), then every ``make bench`` run, quick ones marked
+    as such."""
+    summary_json = results_dir / "summary.json"
+    runs: list[dict[str, Any]] = json.loads(summary_json.read_text()) if summary_json.exists() else []
     text = (
         "# Benchmark figures\n\n"
         "Written by `python -m bench.all` (`make bench`) after every run, from the JSON files beside "
@@ -216,6 +233,10 @@ HEADERS = ["benchmark", "exit", "minutes", "last line"]
 def main(argv: Sequence[str] | None = None) -> int:
     exit_cleanly_on_sigterm()
     args, passed = parse_args(argv)
+    if args.summary_only:
+        render_summary(args.results_dir)
+        print(f"wrote {args.results_dir / 'summary.md'}")
+        return 0
     machine = machine_info()
     outcomes: list[Outcome] = []
     try:

@@ -91,6 +91,11 @@ def test_summary_reports_the_latest_full_size_figures_whatever_ran_since(tmp_pat
             ]
         )
     )
+    # The timeline's --quick is its full run (one failover each), and it says so.
+    timeline = "timeline haredis_switch_s=0.47 haredis_resumed_s=0.48 sentinel_switch_s=2.18"
+    (tmp_path / "failover-timeline.json").write_text(
+        json.dumps(record("timeline", "--quick", timeline, "full"))
+    )
     run = {
         "benchmark": "all",
         "arguments": ["--quick"],
@@ -106,7 +111,16 @@ def test_summary_reports_the_latest_full_size_figures_whatever_ran_since(tmp_pat
     assert text.count("## Latest full-size figures") == 1
     assert f"`{full}`" in figures and quick not in figures
     assert f"`{mass_full}`" in figures and diagnosis not in figures
-    assert "| timeline | - |" in figures  # nothing recorded is said, not made up
+    assert "| switchover | - |" in figures  # nothing recorded is said, not made up
+    assert f"`{timeline}`" in figures
     assert runs.count("(QUICK run: a short check, not a full-size figure)") == 2
     assert runs.count(f"`{quick}`") == 2
     assert [r["size"] for r in json.loads((tmp_path / "summary.json").read_text())] == ["quick", "quick"]
+
+
+def test_summary_only_rewrites_the_summary_and_runs_nothing(tmp_path: Path) -> None:
+    full = "failover crash_ratio=0.20 hang_ratio=0.40 lost=0"
+    (tmp_path / "failover.json").write_text(json.dumps([record("failover", "--rounds 5", full, "full")]))
+    assert bench_all.main(["--summary-only", "--results-dir", str(tmp_path)]) == 0
+    assert f"`{full}`" in (tmp_path / "summary.md").read_text()
+    assert not (tmp_path / "summary.json").exists()  # no run was recorded
