@@ -35,6 +35,12 @@ class Candidate:
     # happened behind our back (a FAILOVER that ran late). Promoting it again is a no-op
     # that lets the watchers ratify the topology Redis already has.
     adoptable: bool = False
+    # ... and the configured primary already took its data (its replid is this one's): it
+    # resynced from it, so whatever it held past that is gone from it already, and adopting
+    # this node loses nothing more (simulator seed 1405: a watcher that had not learned the
+    # newest promotion demoted the new primary under the old one, then the newest topology
+    # was agreed; nothing else was eligible and no failover could start).
+    primary_synced_from: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +130,7 @@ def _exclusion(
     if not (
         _same_history(info, history)
         or (c.adoptable and bool(history.replid) and info.replid2 == history.replid)
+        or (c.adoptable and c.primary_synced_from and info.role is Role.PRIMARY)
         or _stray_ancestor(info, history, past_fork=past_fork)
         or (past_fork and bool(history.replid) and info.replid2 == history.replid)
     ):

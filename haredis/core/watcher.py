@@ -1181,14 +1181,26 @@ class Watcher:
                     fo.frozen.add(inst.address)
 
     def _thaw(self, group: _Group, fo: Failover) -> None:
-        """Reattach every replica the attempt froze to the old primary (an abort, or a lag
-        wait that lets them catch up): each resumes where it stopped."""
+        """Reattach every replica the attempt froze (an abort, or a lag wait that lets them
+        catch up): each resumes where it stopped. To the old primary while it is still ours
+        and no later attempt runs. When another leader's promotion replaced it, to the new
+        primary: pointed back at the old one they would confirm its writes again (simulator
+        seed 1000105: a leader of epoch 2, superseded by epoch 1's promotion, reattached a
+        replica that epoch 1 had just repointed and its own late freeze had detached). While
+        a later attempt runs (a higher epoch, no new topology yet) they stay detached: that
+        leader may have frozen them too and be choosing among them; it repoints them, or
+        steady state does."""
         old = fo.old_primary or group.address
+        target: Address | None = old
+        if group.address != old:
+            target = group.address
+        elif group.durable.current_epoch > fo.epoch:
+            target = None
         # Sorted: a set of addresses iterates in hash order, which PYTHONHASHSEED changes,
         # and the core's actions must not depend on the process.
         for address in sorted(fo.frozen):
-            if address != fo.target:
-                self._emit(Unfreeze(group.name, address, old))
+            if target is not None and address not in (fo.target, target):
+                self._emit(Unfreeze(group.name, address, target))
         fo.frozen.clear()
         fo.frozen_contact.clear()
 
@@ -1206,6 +1218,17 @@ class Watcher:
         followed = (
             primary_info.master if primary_info is not None and primary_info.role is Role.REPLICA else None
         )
+        # "The primary resynced from the node it follows" needs an INFO of the primary read
+        # recently and since it became our primary: an older one may show it as the replica
+        # it was before its promotion, on the history it then shared with the old primary
+        # (simulator seed 87).
+        primary_inst = group.instances[group.address]
+        primary_read_at = primary_inst.info_at
+        primary_current = (
+            primary_read_at is not None
+            and now - primary_read_at <= 3 * s.info_period
+            and (group.last_failover_at is None or primary_read_at > group.last_failover_at)
+        )
         candidates = [
             selection.Candidate(
                 address=inst.address,
@@ -1214,6 +1237,14 @@ class Watcher:
                 info=inst.info,
                 info_age=None if inst.info_at is None else now - inst.info_at,
                 adoptable=inst.address == followed,
+                primary_synced_from=(
+                    inst.address == followed
+                    and primary_current
+                    and primary_info is not None
+                    and inst.info is not None
+                    and bool(inst.info.replid)
+                    and primary_info.replid == inst.info.replid
+                ),
             )
             for inst in group.replicas()
         ]

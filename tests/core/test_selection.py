@@ -322,3 +322,16 @@ def test_a_replica_on_the_predecessor_history_past_the_fork_point_has_diverged()
 
     assert verdict(400).eligible and verdict(500).eligible
     assert not verdict(501).eligible and verdict(600).reason.startswith("other history")
+
+
+def test_a_primary_our_primary_resynced_from_is_adopted_whatever_its_history() -> None:
+    """The configured primary follows another primary and took its data (same replid): the
+    configured primary holds nothing of our history past that any more, so adopting the one
+    it follows loses nothing more (simulator seed 1405: otherwise nothing was eligible)."""
+    stray = replace(cand(1, role=Role.PRIMARY, replid=OTHER, master=None), adoptable=True)
+    assert not only(stray).eligible  # followed, but the configured primary kept our history
+    synced = replace(stray, primary_synced_from=True)
+    assert only(synced).eligible
+    # Only a primary is adopted so: a replica it follows is no candidate on that ground.
+    replica = replace(cand(2, replid=OTHER), adoptable=True, primary_synced_from=True)
+    assert only(replica).reason.startswith("other history")

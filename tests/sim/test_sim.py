@@ -592,3 +592,21 @@ def test_a_late_unfreeze_does_not_undo_a_newer_leaders_work() -> None:
     primary included. Unfreeze now reattaches only a replica that is still detached."""
     result = World(380).run()
     assert result.violations == (), result.violations
+
+
+def test_a_superseded_leader_thaws_its_replicas_to_the_new_primary_not_the_old() -> None:
+    """Seed 1000105 (a 20,000-seed soak): the leader of epoch 2 froze r1 just after epoch 1's
+    leader had repointed it to the new primary, then learned that promotion and aborted; its
+    thaw pointed r1 back at the old primary, which r1 then acknowledged again (WAIT-confirmed
+    writes lost, invariant 14). A thaw now follows the current topology."""
+    result = World(1000105).run()
+    assert result.violations == (), result.violations
+
+
+def test_a_new_primary_demoted_by_a_watcher_that_had_not_heard_of_it_is_recovered() -> None:
+    """Seed 1405: a watcher that had not learned epoch 4's promotion (its leader crashed
+    before telling anyone) demoted the new primary under the old one; then epoch 4 was
+    agreed, with its primary a replica and nothing eligible on its history: no failover
+    for good. The old primary, which the configured one resynced from, is adopted now."""
+    result = World(1405).run()
+    assert result.violations == (), result.violations
