@@ -110,6 +110,8 @@ class Session:
         result.final_primary = final
         if final is None:
             result.violations.append(f"not exactly one primary after healing: {rig.topology()}")
+            for name in WATCHER_HOSTS:
+                result.notes.append(f"failover outlook {rig.failover_outlook(name)}")
         if final is not None:
             for check in self.after_converge:
                 check()

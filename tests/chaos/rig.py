@@ -532,6 +532,24 @@ min_failover_interval_ms = {cfg.min_failover_interval_ms}
         )
         return str(reply[0]) if reply else None
 
+    def failover_outlook(self, name: str) -> str:
+        """Why this watcher would or would not fail over now: its refusal and each
+        candidate's verdict (HAREDIS.FAILOVER … DRYRUN), on one line, for a failed run."""
+        import json
+
+        try:
+            reply = self.on_watcher(
+                name, lambda c: c.execute_command("HAREDIS.FAILOVER", PRIMARY_NAME, "DRYRUN")
+            )
+            doc = json.loads(reply)
+        except Exception as exc:
+            return f"{name}: no answer ({type(exc).__name__})"
+        verdicts = ", ".join(
+            f"{self.name_of(c['address'].rsplit(':', 1)[0]) or c['address']}: {c['reason']}"
+            for c in doc.get("candidates", [])
+        )
+        return f"{name}: refusal={doc.get('refusal')!r} candidates=[{verdicts}]"
+
     def restart_watcher(self, name: str) -> None:
         self.event(f"restart watcher {name}")
         self.hosts[name].kill()

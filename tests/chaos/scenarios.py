@@ -28,6 +28,15 @@ def jepsen_2013(s: Session) -> None:
         ["r1", "c1", "w1"], ["r2", "r3", "w2", "w3"], label="partition 2013: r1,c1,w1 | r2,r3,w2,w3"
     )
     s.sleep(PARTITION_S)
+    s.after_converge.append(lambda: _outlook_names_two_candidates(s))
+
+
+def _outlook_names_two_candidates(s: Session) -> None:
+    """The diagnostic a non-converging run prints (Rig.failover_outlook) works against the
+    real daemons: converged, each watcher ranks the two replicas, both eligible."""
+    for watcher in ("w1", "w2", "w3"):
+        outlook = s.rig.failover_outlook(watcher)
+        s.expect(outlook.count(": eligible") == 2, f"unexpected failover outlook: {outlook}")
 
 
 def watcher_split(s: Session) -> None:
