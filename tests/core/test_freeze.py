@@ -7,7 +7,6 @@ highest acknowledged offset per history; a promoted replica records the offset i
 
 from __future__ import annotations
 
-from haredis.core.model import Address
 from tests.core.world import R1, R2, P, World, make_world
 
 
@@ -97,22 +96,27 @@ def test_a_watcher_that_still_sees_the_old_primary_leaves_frozen_replicas_alone(
     assert world.acked["history-1"] <= world.fork_offsets[new]
 
 
-def _reconf_sends(world: World, leader: str, address: Address) -> list[tuple[float, bool]]:
-    return [(t, ok) for t, w, a, target, ok in world.replicaofs if w == leader and a == address]
+def _fail_over_with_failing_replicaofs(
+    failures: int, seconds: float
+) -> tuple[World, list[tuple[float, bool]]]:
+    """Kill the primary while the next `failures` REPLICAOFs to R1 fail; R2 (fresher) is
+    promoted. Returns the world and the leader's REPLICAOFs to R1: (time, ok)."""
+    world = make_world(offsets=(90, 100))
+    world.run(2.0)
+    world.replicaof_failures[R1] = failures
+    world.kill(P)
+    world.run(seconds)
+    assert [p[2] for p in world.promotions] == [R2]
+    leader = world.promotions[0][1]
+    sends = [(t, ok) for t, w, a, _, ok in world.replicaofs if w == leader and a == R1]
+    return world, sends
 
 
 def test_a_failed_reconf_replicaof_is_sent_again_and_the_frozen_replica_follows() -> None:
     # Another watcher's CLIENT KILL closed the leader's idle link to R1: its first REPLICAOF
     # fails. R1 was frozen for the selection; it must be repointed by this failover, not
     # left detached until steady state (which needs a sane primary) gets to it.
-    world = make_world(offsets=(90, 100))
-    world.run(2.0)
-    world.replicaof_failures[R1] = 1
-    world.kill(P)
-    world.run(6.0)
-    assert [p[2] for p in world.promotions] == [R2]
-    leader = world.promotions[0][1]
-    sends = _reconf_sends(world, leader, R1)
+    world, sends = _fail_over_with_failing_replicaofs(1, 6.0)
     assert [ok for _, ok in sends[:2]] == [False, True]
     assert sends[1][0] - sends[0][0] < 1.0, "resent at once, not by steady state"
     assert world.nodes[R1].master == R2
@@ -121,14 +125,7 @@ def test_a_failed_reconf_replicaof_is_sent_again_and_the_frozen_replica_follows(
 
 
 def test_a_replicaof_that_keeps_failing_ends_the_failover_and_steady_state_repoints_later() -> None:
-    world = make_world(offsets=(90, 100))
-    world.run(2.0)
-    world.replicaof_failures[R1] = 3
-    world.kill(P)
-    world.run(8.0)
-    assert [p[2] for p in world.promotions] == [R2]
-    leader = world.promotions[0][1]
-    sends = _reconf_sends(world, leader, R1)
+    world, sends = _fail_over_with_failing_replicaofs(3, 8.0)
     assert [ok for _, ok in sends] == [False, False, False, True]
     (end,) = world.events("+failover-end")
     assert sends[2][0] < end[0] < sends[3][0], "three failures: counted done, not retried forever"
