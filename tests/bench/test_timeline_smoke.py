@@ -49,5 +49,9 @@ def test_timeline_smoke(tmp_path: Path) -> None:
     # A kill -9 failover goes through these, and some watcher must have published each one.
     assert {"+sdown", "+odown", "+elected-leader", "+switch-master"} <= channels, channels
     assert timeline["new_primary"] not in ("", timeline["old_primary"])
-    assert timeline["writer"]["last_ack_before_kill_s"] < 0 < timeline["writer"]["resumed_s"]
+    # The last write sent before the kill may be acked (or timestamped by the writer's thread)
+    # a moment after it: only the order of the two acks and a resumption after the kill are facts.
+    writer = timeline["writer"]
+    assert writer["last_ack_before_kill_s"] < writer["resumed_s"]
+    assert writer["resumed_s"] > 0
     assert lines[-1] in (tmp_path / "failover-timeline.md").read_text()
