@@ -1585,8 +1585,8 @@ class Watcher:
             if inst.contradicting_since is None or inst.contradiction != seen:
                 inst.contradicting_since = now
                 inst.contradiction = seen
+            primary = group.instances[address]
             if primary_sane is None:
-                primary = group.instances[address]
                 primary_sane = (
                     self._primary_positively_alive(group)
                     and primary.info is not None
@@ -1594,6 +1594,14 @@ class Watcher:
                     and primary.info_at is not None
                     and now - primary.info_at <= max_age
                 )
+            # The primary's INFO must postdate the contradiction: a stray primary may be one
+            # our primary has just handed over to (a FAILOVER TO that ran late, when an
+            # operator's switchover had already given up), and demoting it on an older INFO
+            # makes a cycle, each following the other (simulator seed 1000423). Ask now
+            # rather than wait for the next period.
+            primary_read_since = primary.info_at is not None and primary.info_at > inst.contradicting_since
+            if primary_sane and not primary_read_since and primary.info_asked_at is None:
+                self._ask_info(group, primary)
             # With fencing, a stray primary is demoted as soon as a current majority vouches
             # for our topology (views sent after it appeared): it may have a replica acking
             # it (a restarted old primary) and then takes writes, lease or not.
@@ -1602,6 +1610,7 @@ class Watcher:
                 now - inst.contradicting_since < settle
                 or self.in_hold
                 or not primary_sane
+                or not primary_read_since
                 or (inst.convert_sent_at is not None and now - inst.convert_sent_at < s.convert_after)
                 or not self._majority_current(group, inst.contradicting_since)
             ):
