@@ -183,6 +183,7 @@ class FakeRedis:
         "acks",
         "address",
         "alive",
+        "buffered_acks_read_at",
         "client_pause_until",
         "failover_req",
         "fence",
@@ -256,6 +257,7 @@ class FakeRedis:
         self.fence: tuple[int, int] | None = None  # (min-replicas-to-write, min-replicas-max-lag)
         self.acks: dict[str, float] = {}  # replica name -> when its last ack was read (repl_ack_time)
         self.pending_acks: set[str] = set()  # acks sent to this node while it was SIGSTOPped
+        self.buffered_acks_read_at: float | None = None  # when it last resumed and read some
         self.good_replicas = 0  # repl_good_slaves_count, refreshed by the cron
         self.freed_while_paused = False  # a replica closed its link during a SIGSTOP
         # The data this node held before each EMPTY restart since it last took a full copy
@@ -504,6 +506,8 @@ class FakeRedis:
         # what it was until the next cron (so writes may be taken at once, as in Redis).
         for name in sorted(self.pending_acks):
             self.acks[name] = now
+        if self.pending_acks:
+            self.buffered_acks_read_at = now
         self.pending_acks = set()
         if self.freed_while_paused:  # freeClient recounts
             self.freed_while_paused = False

@@ -610,3 +610,39 @@ def test_a_new_primary_demoted_by_a_watcher_that_had_not_heard_of_it_is_recovere
     for good. The old primary, which the configured one resynced from, is adopted now."""
     result = World(1405).run()
     assert result.violations == (), result.violations
+
+
+def test_a_stray_primary_is_not_demoted_on_an_info_of_ours_older_than_it() -> None:
+    """Seed 1000423: an operator's switchover gave up, then the paused primary ran its late
+    FAILOVER TO and followed the new one; a watcher demoted the new one on an INFO of the
+    old primary read before that, and each followed the other for good."""
+    result = World(1000423).run()
+    assert result.violations == (), result.violations
+
+
+def test_a_paused_and_cut_off_primary_reading_buffered_acks_is_excused_not_hidden() -> None:
+    """Seed 1000656: the old primary was stopped and isolated, resumed just before the
+    promotion and counted the acks buffered while it was stopped as fresh (Redis does): 1.9 s
+    of overlap that no lease wait can prevent, excused and counted."""
+    world = World(1000656)
+    result = world.run()
+    assert result.violations == (), result.violations
+    assert dict(result.coverage).get("fence-excused-paused-buffered-acks") == 1
+    assert world.checker.write_fence.longest > SLACK
+
+
+def test_a_confirmed_write_held_only_by_a_diverged_ex_primary_is_not_charged_to_the_leader() -> None:
+    """Seed 26: the only live node holding a confirmed write was an ex-primary that had
+    taken writes past the fork, which invariant 5 forbids promoting; invariant 14 must not
+    blame the leader for choosing a node on the old primary's history instead."""
+    result = World(26).run()
+    assert result.violations == (), result.violations
+    assert dict(result.coverage).get("wait-acked-lost-exempt-unpromotable", 0) >= 1
+
+
+def test_an_old_primary_restarted_unfenced_after_the_promotion_is_excused_too() -> None:
+    """Seed 320: the old primary restarted without a config file after the promotion, cut
+    off from everyone, and took writes unfenced: excused as restarted-unfenced."""
+    result = World(320).run()
+    assert result.violations == (), result.violations
+    assert dict(result.coverage).get("fence-excused-restarted-unfenced") == 1

@@ -60,6 +60,9 @@ class Holder:
     offset: int
     priority: int
     replica: bool
+    # Its data is on the old primary's history (invariant 5's test, checker._same_history):
+    # only such a node may be promoted, so only it can be blamed for not being chosen.
+    on_old_history: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +122,13 @@ class WaitAcks:
             start = frozen_at
         start -= seen_margin(checker.primary_settings[action.primary])
         holders = tuple(
-            Holder(n.name, *world.lineage.canonical(n.replid, n.offset()), n.priority, n.role is Role.REPLICA)
+            Holder(
+                n.name,
+                *world.lineage.canonical(n.replid, n.offset()),
+                n.priority,
+                n.role is Role.REPLICA,
+                old is None or checker._same_history(n, old),
+            )
             for n in world.nodes
             if n.alive and n is not node
         )
@@ -231,7 +240,10 @@ class WaitAcks:
                 for h in r.holders
                 if h.replica and h.node != r.old and lineage.is_prefix(replid, c.offset, h.replid, h.offset)
             ]
-            promotable = [h.node for h in holders if h.priority > 0]
+            # A holder whose data left the old primary's history (an ex-primary that took
+            # writes past the fork) may not be promoted (invariant 5): not a better choice
+            # (simulator seed 26).
+            promotable = [h.node for h in holders if h.priority > 0 and h.on_old_history]
             if promotable:
                 problems.append(
                     f"{c.replica} confirmed {replid[:4]}@{c.offset} at {c.t:.3f}; at the promotion "

@@ -23,7 +23,9 @@ received within FRESH_INFO) was still acking the old primary; or a replica whose
 carries replica->primary (a one-way cut) was still acking it (its own INFO shows the primary
 silent, yet its acks keep the lease alive until its repl-timeout); or the old primary
 restarted without a config file (NodeSpec.config_file) and has not been fenced since: it
-forgot the fence, and the watchers cannot reach it to set it again.
+forgot the fence, and the watchers cannot reach it to set it again; or the old primary was
+SIGSTOPped while its replicas still acked it and resumed (cut off) shortly before the
+promotion: Redis reads the buffered acks with the resume time as their time.
 """
 
 from __future__ import annotations
@@ -69,6 +71,10 @@ class WriteFence:
         self.longest_other = 0.0  # ... that began otherwise (a resume, a restart, a pause expiring)
         self.intervals: list[tuple[float, float, Promotion | None]] = []
         self.changes: list[tuple[float, str, bool]] = []  # (t, node, accepts writes from now)
+        # Nodes that took writes unfenced after a restart without a config file (see
+        # _exception), judged when they started taking them: the restart may follow the
+        # promotion (simulator seed 320).
+        self.unfenced_restart: dict[str, bool] = {}
 
     # -- what the world reports -------------------------------------------------------------
 
@@ -90,6 +96,9 @@ class WriteFence:
         self.changes.append((now, node.name, writable))
         if writable:
             self.writable[node.name] = True
+            self.unfenced_restart[node.name] = (
+                node.fence is None and node.restarts > 0 and not node.spec.config_file
+            )
         else:
             self.writable.pop(node.name, None)
         promotion = self.fresh.pop(node.name, None) if writable else None
@@ -122,6 +131,10 @@ class WriteFence:
         checker.covered("fence-split-brain-after-promotion")
         if length <= SLACK:
             return
+        if not p.exception:
+            unfenced = [n for n in interval.nodes if n != p.node and self.unfenced_restart.get(n)]
+            if unfenced:
+                p.exception = f"restarted-unfenced: {unfenced[0]} restarted without a config file"
         if p.exception:
             checker.covered("fence-excused-" + p.exception.split(":")[0])
             self.world.note("CHECK", f"write-fence: {length:.3f}s overlap excused ({p.exception})")
@@ -145,6 +158,13 @@ class WriteFence:
             # watchers cannot reach: only a config file (CONFIG REWRITE, or the fence written
             # into redis.conf by hand) carries it across.
             return f"restarted-unfenced: {old_name} restarted without a config file, not fenced since"
+        resumed = old.buffered_acks_read_at
+        if old.alive and resumed is not None and now - resumed <= world.config.fence_max_lag + 2:
+            # Acks its replicas sent while it was stopped sat in its socket buffers; on SIGCONT
+            # Redis reads them with the resume time as their time, so it counts those replicas
+            # good for max_lag more seconds whenever it resumes: no lease wait can cover a
+            # primary that is both stopped and cut off (README, "Fencing", limits).
+            return f"paused-buffered-acks: {old_name} resumed at {resumed:.3f}, read acks sent while stopped"
         for r in world.nodes:
             if r is old or r is target or not r.alive or r.role is not Role.REPLICA:
                 continue
