@@ -128,7 +128,8 @@ class Session:
         if final is not None:
             with contextlib.suppress(Exception):
                 keys = checker.final_keys(rig, final)
-        checker.check_writes(result, checker.WriteLog.read(self.writes_path), keys)
+        restarts = checker.empty_restarts(rig.events)
+        checker.check_writes(result, checker.WriteLog.read(self.writes_path), keys, restarts)
 
 
 def run(

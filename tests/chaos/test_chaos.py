@@ -15,7 +15,15 @@ import os
 import pytest
 
 from . import harness
-from .checker import check_epochs, longest_split_brain, parse_logfmt
+from .checker import (
+    Result,
+    WriteLog,
+    check_epochs,
+    check_writes,
+    empty_restarts,
+    longest_split_brain,
+    parse_logfmt,
+)
 from .rig import RigConfig, environment_problem, our_namespaces, teardown_on_signals
 from .scenarios import jepsen_2013, watcher_split
 from .schedule import make_schedule
@@ -29,6 +37,29 @@ def test_split_brain_is_the_longest_overlap_of_two_accepting_nodes() -> None:
     assert longest_split_brain({"a": a, "b": b}) == pytest.approx(0.07)
     assert longest_split_brain({"a": a}) == 0.0
     assert longest_split_brain({"a": a, "b": [(t, False) for t, _ in b]}) == 0.0
+
+
+def test_a_confirmed_write_counts_as_destroyed_only_after_two_nodes_restarted_empty() -> None:
+    """WAIT 1 keeps a write on two nodes; when the schedule then restarts two different
+    nodes without their data, both copies may be gone: counted apart, still counted lost."""
+    log = WriteLog(total=3, acked={1, 2, 3}, wait_acked={1, 2, 3}, wait_acked_at={1: 10.0, 2: 20.0, 3: 30.0})
+    events = [
+        (12.0, "start redis r2 empty as primary"),
+        (15.0, "kill -9 r3"),
+        (22.0, "start redis r3 empty replicaof r1"),
+        (25.0, "start redis r2 empty as primary"),
+    ]
+    restarts = empty_restarts(events)
+    assert restarts == [(12.0, "r2"), (22.0, "r3"), (25.0, "r2")]
+    result = Result("t")
+    check_writes(result, log, final_keys=set(), restarts=restarts)
+    # Acked at 10: r2 (12) and r3 (22) restarted empty after it; at 20: r3 (22) and r2 (25);
+    # at 30: no restart after it.
+    assert result.lost_wait_acked == 3
+    assert result.lost_wait_acked_destroyed == 2
+    kept = Result("t")
+    check_writes(kept, log, final_keys={1, 2, 3}, restarts=restarts)
+    assert kept.lost_wait_acked == kept.lost_wait_acked_destroyed == 0
 
 
 def test_epoch_going_back_is_a_violation_and_steady_epochs_are_not() -> None:
