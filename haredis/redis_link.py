@@ -373,16 +373,20 @@ class RedisLink:
                 replies.append(_ErrorReply.of(exc))
         return replies
 
+    async def _connect(self, conn: Any) -> None:
+        """Connect (TCP or TLS, AUTH) and name the connection, bounded on its own by twice
+        the connect timeout: it may run in the background of the calls that wait for it."""
+        async with asyncio.timeout(2 * self._connect_timeout):
+            await conn.connect()
+            if self._client_name:
+                with contextlib.suppress(LinkError):  # CLIENT disabled by rename-command
+                    await self._exchange(conn, [self._command(("CLIENT", "SETNAME", self._client_name))])
+
     async def _open(self) -> Any:
         conn = self._new_connection()
         self._conn = conn
         try:
-            # Bounded on its own: it runs in the background of the calls that wait for it.
-            async with asyncio.timeout(2 * self._connect_timeout):
-                await conn.connect()
-                if self._client_name:
-                    with contextlib.suppress(LinkError):  # CLIENT disabled by rename-command
-                        await self._exchange(conn, [self._command(("CLIENT", "SETNAME", self._client_name))])
+            await self._connect(conn)
         except BaseException:
             await self._forget(conn)
             raise
@@ -569,11 +573,7 @@ class RedisLink:
         connection: the link's other calls keep theirs."""
         conn = self._new_connection()
         try:
-            async with asyncio.timeout(2 * self._connect_timeout):
-                await conn.connect()
-                if self._client_name:
-                    with contextlib.suppress(LinkError):  # CLIENT disabled by rename-command
-                        await self._exchange(conn, [self._command(("CLIENT", "SETNAME", self._client_name))])
+            await self._connect(conn)
         except BaseException:
             with contextlib.suppress(Exception):
                 await conn.disconnect(nowait=True)
