@@ -1228,21 +1228,23 @@ class Watcher:
     def _rank(self, group: _Group, fresh_after: float | None) -> list[selection.Verdict]:
         now = self._now
         s = group.settings
-        primary_info = group.instances[group.address].info
+        primary = group.instances[group.address]
+        primary_info = primary.info
         followed = (
             primary_info.master if primary_info is not None and primary_info.role is Role.REPLICA else None
         )
-        # "The primary resynced from the node it follows" needs an INFO of the primary read
-        # recently and since it became our primary: an older one may show it as the replica
-        # it was before its promotion, on the history it then shared with the old primary
-        # (simulator seed 87).
-        primary_inst = group.instances[group.address]
-        primary_read_at = primary_inst.info_at
-        primary_current = (
-            primary_read_at is not None
-            and now - primary_read_at <= 3 * s.info_period
-            and (group.last_failover_at is None or primary_read_at > group.last_failover_at)
-        )
+        # The replication id our primary has now, if its INFO is recent and read since it
+        # became our primary (an older one may show it as the replica it was before its
+        # promotion, on the history it then shared with the old primary: simulator seed 87).
+        # The node it follows, on that same id, is one it resynced from (see Candidate).
+        current_replid = ""
+        if (
+            primary_info is not None
+            and primary.info_at is not None
+            and now - primary.info_at <= 3 * s.info_period
+            and (group.last_failover_at is None or primary.info_at > group.last_failover_at)
+        ):
+            current_replid = primary_info.replid
         candidates = [
             selection.Candidate(
                 address=inst.address,
@@ -1253,11 +1255,9 @@ class Watcher:
                 adoptable=inst.address == followed,
                 primary_synced_from=(
                     inst.address == followed
-                    and primary_current
-                    and primary_info is not None
+                    and bool(current_replid)
                     and inst.info is not None
-                    and bool(inst.info.replid)
-                    and primary_info.replid == inst.info.replid
+                    and inst.info.replid == current_replid
                 ),
             )
             for inst in group.replicas()
