@@ -18,7 +18,8 @@ the primary's INFO. For every group it:
    the failover epoch (config_epoch), publish it, then repoint the other replicas.
 5. CONVERGES: a topology with a higher config epoch, heard from any peer, replaces ours.
    A stray primary (a returning old primary) or a replica following the wrong primary is
-   reconfigured after `convert_after`, but only when this watcher is demonstrably current:
+   reconfigured after `convert_after` (at once with fencing: a node it acks may take writes),
+   but only when this watcher is demonstrably current:
    the configured primary is healthy and a majority of watchers, freshly heard, share our
    config epoch and none knows a higher one. That rule is what keeps a stale watcher from
    demoting a freshly promoted primary (Sentinel's redis#1445).
@@ -1623,10 +1624,14 @@ class Watcher:
             primary_read_since = primary.info_at is not None and primary.info_at > inst.contradicting_since
             if primary_sane and not primary_read_since and primary.info_asked_at is None:
                 self._ask_info(group, primary)
-            # With fencing, a stray primary is demoted as soon as a current majority vouches
-            # for our topology (views sent after it appeared): it may have a replica acking
-            # it (a restarted old primary) and then takes writes, lease or not.
-            settle = 0.0 if s.fencing and info.role is Role.PRIMARY else s.convert_after
+            # With fencing, a contradiction is fixed as soon as a current majority vouches for
+            # our topology (views sent after it appeared): a stray primary may have a replica
+            # acking it (a restarted old primary) and then takes writes, lease or not; and a
+            # replica following a node that is not our primary (restarted with the old
+            # primary in its config) is the ack that keeps that node's fence open (simulator
+            # seed 1009680). The majority test is what guards against repointing on a stale
+            # topology, not the settle time.
+            settle = 0.0 if s.fencing else s.convert_after
             if (
                 now - inst.contradicting_since < settle
                 or self.in_hold

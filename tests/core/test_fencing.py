@@ -120,6 +120,33 @@ def test_a_reachable_primary_being_replaced_is_paused_and_demoted_before_the_ann
     assert not world.nodes[P].writes_paused
 
 
+def _replica_repointed_after(fencing: bool) -> float:
+    """R2 turns up following R1, not our primary (as a replica restarted with an old primary
+    in its config does): seconds until a watcher sends it back to P."""
+    world = make_world(fencing=fencing)
+    world.run(3.0)
+    world.nodes[R2].master = R1
+    turned_at = world.now
+    world.run(6.0)
+    fixes = [t for t, _, a, target, ok in world.replicaofs if a == R2 and target == P and ok]
+    assert fixes, "the misdirected replica was never repointed"
+    assert world.nodes[R2].master == P
+    return fixes[0] - turned_at
+
+
+def test_with_fencing_a_replica_following_another_node_is_repointed_without_settling() -> None:
+    # Its acks keep that node's fence open, so it may take writes beside our primary
+    # (simulator seed 1009680): repointed as soon as a current majority vouches for our
+    # topology, well before convert_after.
+    convert_after = make_world().settings[0].primaries[0].convert_after
+    assert _replica_repointed_after(fencing=True) < convert_after
+
+
+def test_without_fencing_the_same_replica_is_repointed_after_convert_after_control() -> None:
+    convert_after = make_world().settings[0].primaries[0].convert_after
+    assert _replica_repointed_after(fencing=False) >= convert_after
+
+
 # -- a primary restarting empty (no persistence) must not wipe its replicas -----------------
 
 

@@ -327,6 +327,7 @@ class FakeRedis:
     def replica_attached(self, replica: FakeRedis) -> None:
         """A replica finished PSYNC: it counts as acked now (putSlaveOnline)."""
         self.acks[replica.name] = self.world.sched.now
+        self.world.checker.write_fence.on_replica_attached(self, replica)
         self._refresh_good_replicas()
 
     def replica_detached(self, replica: FakeRedis) -> None:

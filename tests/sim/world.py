@@ -370,6 +370,7 @@ class World:
         """Keep the INFO replies a watcher got from a node since its offset last moved."""
         node = req.node
         assert node is not None
+        self.checker.write_fence.on_info_read(host, node)
         entry = (self.sched.now, req.gen_at, info)
         seen = host.info_seen.get(node.name)
         if seen is None:

@@ -26,6 +26,12 @@ restarted without a config file (NodeSpec.config_file) and has not been fenced s
 forgot the fence, and the watchers cannot reach it to set it again; or the old primary was
 SIGSTOPped while its replicas still acked it and resumed (cut off) shortly before the
 promotion: Redis reads the buffered acks with the resume time as their time.
+
+One exception is judged when the overlap ends, because it begins after the promotion: a
+replica that attached to the old primary after the promotion (restarted with the old primary
+in its config) while the leader could not read it (a watcher partition). Only the part of the
+overlap after the leader's first INFO of it counts against the bound (simulator seed 1010423);
+a replica the leader can read must be repointed within it (seed 1009680).
 """
 
 from __future__ import annotations
@@ -75,6 +81,10 @@ class WriteFence:
         # _exception), judged when they started taking them: the restart may follow the
         # promotion (simulator seed 320).
         self.unfenced_restart: dict[str, bool] = {}
+        # (primary, replica) -> when the replica last finished attaching to it, and
+        # (watcher, node) -> when the watcher read the node's INFO (for the late-joiner rule).
+        self.attached_at: dict[tuple[str, str], float] = {}
+        self.info_reads: dict[tuple[str, str], list[float]] = {}
 
     # -- what the world reports -------------------------------------------------------------
 
@@ -87,6 +97,13 @@ class WriteFence:
             old_name,
             self._exception(host, old_name, node),
         )
+
+    def on_replica_attached(self, primary: Any, replica: Any) -> None:
+        self.attached_at[(primary.name, replica.name)] = self.world.sched.now
+
+    def on_info_read(self, host: WatcherHost, node: Any) -> None:
+        if self.world.config.fencing:
+            self.info_reads.setdefault((host.name, node.name), []).append(self.world.sched.now)
 
     def on_demoted(self, node: Any) -> None:
         self.fresh.pop(node.name, None)
@@ -135,6 +152,8 @@ class WriteFence:
             unfenced = [n for n in interval.nodes if n != p.node and self.unfenced_restart.get(n)]
             if unfenced:
                 p.exception = f"restarted-unfenced: {unfenced[0]} restarted without a config file"
+            else:
+                p.exception = self._late_unread_replica(interval, p, now)
         if p.exception:
             checker.covered("fence-excused-" + p.exception.split(":")[0])
             self.world.note("CHECK", f"write-fence: {length:.3f}s overlap excused ({p.exception})")
@@ -145,6 +164,28 @@ class WriteFence:
             f"{'/'.join(n for n in interval.nodes if n != p.node)} accepted writes together for "
             f"{length:.3f}s from {interval.start:.3f} (bound {SLACK:g}s; old primary {p.old})",
         )
+
+    def _late_unread_replica(self, interval: Interval, p: Promotion, now: float) -> str:
+        """A replica that joined the old primary after the promotion, unread by the leader:
+        excused when the overlap left after the leader's first read of it is within SLACK."""
+        world = self.world
+        for old_name in interval.nodes:
+            old = world.node_by_name.get(old_name)
+            if old is None or old_name == p.node:
+                continue
+            for r in world.nodes:
+                # Its acks are gone by now (the repoint that ends the overlap frees them).
+                joined = self.attached_at.get((old_name, r.name))
+                if joined is None or not p.t < joined < now:
+                    continue
+                reads = self.info_reads.get((p.leader, r.name), [])
+                first_read = next((t for t in reads if t >= joined), now)
+                if now - first_read <= SLACK:
+                    return (
+                        f"late-unread-replica: {r.name} joined {old_name} at {joined:.3f}, after the "
+                        f"promotion; {p.leader} first read it at {first_read:.3f}"
+                    )
+        return ""
 
     def _exception(self, host: WatcherHost, old_name: str, target: Any) -> str:
         """At the promotion: is a documented limit of fencing in play?"""
