@@ -64,7 +64,8 @@ from haredis.core.events import (
 )
 from haredis.core.messages import PeerMessage
 from haredis.core.model import Address, DurableState, InstanceInfo, Role, Snapshot
-from haredis.core.watcher import StatusRow, Watcher
+from haredis.core.views import StatusRow
+from haredis.core.watcher import Watcher
 from haredis.prober import ProbeChannel, Prober, as_probe_target
 
 log = logging.getLogger("haredis.runtime")

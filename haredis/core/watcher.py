@@ -45,8 +45,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass, replace
-from typing import NamedTuple
+from dataclasses import replace
 
 from haredis.core import election, selection
 from haredis.core.actions import (
@@ -65,7 +64,6 @@ from haredis.core.actions import (
     Unfreeze,
 )
 from haredis.core.agreement import PeerTable
-from haredis.core.detector import Detector
 from haredis.core.events import (
     Event,
     FailoverCommand,
@@ -85,21 +83,19 @@ from haredis.core.events import (
     VoteRequested,
 )
 from haredis.core.failover import Failover, Phase, Trigger, transition
+from haredis.core.group import Group, Instance, describe
 from haredis.core.messages import Gossip, PrimaryGossip, VoteRequest
 from haredis.core.model import (
     Address,
     DurableState,
     InstanceInfo,
-    InstanceView,
-    PeerView,
     PrimaryDurable,
-    PrimarySettings,
-    PrimaryView,
     Role,
     Snapshot,
     WatcherSettings,
     run_id,
 )
+from haredis.core.views import StatusRow, failover_summary, primary_view, status_row
 
 # A replica whose link to the primary has been down this many down_after periods longer
 # than the primary has been down has data too old to promote (Sentinel's rule).
@@ -122,77 +118,6 @@ _FENCE_RESEND = 5.0
 _START_SPREAD_GROUPS = 100
 
 
-@dataclass(slots=True)
-class _Instance:
-    address: Address
-    detector: Detector
-    info: InstanceInfo | None = None
-    info_at: float | None = None
-    info_failed_at: float | None = None
-    info_asked_at: float | None = None
-    contradicting_since: float | None = None
-    contradiction: tuple[Role, Address | None] | None = None  # what it reported then
-    convert_sent_at: float | None = None
-    # The last probe was refused: nothing listens on that port, so nothing takes writes.
-    refused: bool = False
-    fence_sent_at: float | None = None
-
-
-class _Group:
-    """Everything one watcher knows and decides about one monitored primary."""
-
-    def __init__(self, settings: PrimarySettings, durable: PrimaryDurable, now: float) -> None:
-        self.settings = settings
-        self.durable = durable
-        self.instances: dict[Address, _Instance] = {}
-        self.failover: Failover | None = None
-        self.next_attempt_at = now
-        self.lost_attempts = 0  # failover attempts aborted in a row (widens the retry window)
-        self.last_failover_at: float | None = None
-        self.odown = False
-        self.odown_votes = 0
-        self.primary_down = False
-        self.role_mismatch_since: float | None = None
-        # The primary came back with no data and a new history while replicas still hold the
-        # old one: it must not become their source (a full sync would wipe them).
-        self.restarted_empty = False
-        self.primary_offset: int | None = None
-        self.last_gossip: PrimaryGossip | None = None
-        # Maintenance mode (haredis pause): ordered by a sequence number gossiped with it.
-        self.maintenance_seq = 0
-        self.paused_until: float | None = None
-        self.pause_reason = ""
-        self._replicas_key: tuple[int, Address] | None = None
-        self._replicas: list[_Instance] = []
-        self.instance(self.address, now)
-        for address in durable.known:
-            self.instance(address, now)
-
-    @property
-    def name(self) -> str:
-        return self.settings.name
-
-    @property
-    def address(self) -> Address:
-        return self.durable.address or self.settings.address
-
-    def instance(self, address: Address, now: float) -> _Instance:
-        inst = self.instances.get(address)
-        if inst is None:
-            inst = self.instances[address] = _Instance(address, Detector(watched_since=now))
-        return inst
-
-    def replicas(self) -> list[_Instance]:
-        """The instances other than the primary, by address. Read on every tick and snapshot,
-        so kept sorted: instances are only ever added, so their count and the primary's
-        address tell when to sort again. Callers must not modify the list."""
-        key = (len(self.instances), self.address)
-        if key != self._replicas_key:
-            self._replicas_key = key
-            self._replicas = [inst for addr, inst in sorted(self.instances.items()) if addr != key[1]]
-        return self._replicas
-
-
 class Watcher:
     """The decision core of one watcher. See the module docstring."""
 
@@ -202,9 +127,9 @@ class Watcher:
         self._now = now
         self._hold_until: float | None = None
         self._peers = PeerTable(settings.name, settings.electorate)
-        self._groups: dict[str, _Group] = {}
+        self._groups: dict[str, Group] = {}
         for ps in settings.primaries:
-            self._groups[ps.name] = _Group(ps, durable.get(ps.name), now)
+            self._groups[ps.name] = Group(ps, durable.get(ps.name), now)
         # Votes and epochs of primaries no longer configured are kept, not dropped: if the
         # primary comes back (a config mistake, a reload), it must not vote twice in an epoch.
         self._retired: dict[str, PrimaryDurable] = {
@@ -292,19 +217,19 @@ class Watcher:
             raise ValueError("the watcher name and the number of watchers need a restart")
         self._out = []
         now = self._now
-        groups: dict[str, _Group] = {}
+        groups: dict[str, Group] = {}
         for ps in settings.primaries:
             group = self._groups.get(ps.name)
             if group is None:
-                group = _Group(ps, self._retired.pop(ps.name, PrimaryDurable()), now)
-                self._emit(Publish("+monitor", f"{_describe(group, group.address)} quorum {ps.quorum}"))
+                group = Group(ps, self._retired.pop(ps.name, PrimaryDurable()), now)
+                self._emit(Publish("+monitor", f"{describe(group, group.address)} quorum {ps.quorum}"))
             else:
                 group.settings = ps
             groups[ps.name] = group
         for name, group in self._groups.items():
             if name not in groups:
                 self._retired[name] = group.durable
-                self._emit(Publish("-monitor", _describe(group, group.address)))
+                self._emit(Publish("-monitor", describe(group, group.address)))
         self._groups = groups
         self.settings = settings
         self._durable_dirty = False
@@ -384,31 +309,15 @@ class Watcher:
             now=self._now,
             in_hold=self.in_hold,
             hold_until=self._hold_until,
-            primaries=tuple(self._view(g) for g in self._groups.values()),
+            primaries=tuple(
+                primary_view(g, self._now, self.name, self._peers, self.settings.opinion_ttl)
+                for g in self._groups.values()
+            ),
         )
 
     def status_rows(self) -> list[StatusRow]:
-        """What the one-line status (runtime.status_line) shows of each primary, read straight
-        from the state: a snapshot builds a view of every instance and peer, which with a
-        thousand primaries cost more than the tick it followed. Agrees with snapshot()."""
-        rows: list[StatusRow] = []
-        for group in self._groups.values():
-            fo = group.failover
-            replicas = group.replicas()
-            rows.append(
-                StatusRow(
-                    name=group.name,
-                    failover_state=fo.phase.value if fo is not None else "none",
-                    failover_epoch=fo.epoch if fo is not None else 0,
-                    odown=group.odown,
-                    sdown=group.primary_down,
-                    address=group.address,
-                    config_epoch=group.durable.config_epoch,
-                    ok_replicas=sum(1 for inst in replicas if not inst.detector.down),
-                    replicas=len(replicas),
-                )
-            )
-        return rows
+        """What the one-line status (runtime.status_line) shows of each primary."""
+        return [status_row(group) for group in self._groups.values()]
 
     # ------------------------------------------------------------------ clock and hold
 
@@ -474,7 +383,7 @@ class Watcher:
     # ones that could not have changed anything (tests/core/test_tick_schedule.py compares
     # both ways, action for action). Events about a group reschedule it (_reschedule_touched).
 
-    def _groups_to_visit(self, now: float) -> list[_Group]:
+    def _groups_to_visit(self, now: float) -> list[Group]:
         """The groups this tick must visit, in configuration order: the restless ones and
         the calm ones whose time has come (their heap entries are consumed)."""
         if self.in_hold or self.settings is not self._scheduled_for:
@@ -495,7 +404,7 @@ class Watcher:
         order = self._order
         return [groups[name] for name in sorted(names, key=order.__getitem__) if name in groups]
 
-    def _reschedule(self, group: _Group) -> None:
+    def _reschedule(self, group: Group) -> None:
         """File a group after a visit or an event: restless, or calm until _next_due."""
         name = group.name
         if self.settings is not self._scheduled_for or name not in self._order:
@@ -529,7 +438,7 @@ class Watcher:
             if group is not None:
                 self._reschedule(group)
 
-    def _calm(self, group: _Group) -> bool:
+    def _calm(self, group: Group) -> bool:
         """Nothing about this group changes with the mere passing of time before _next_due:
         no hold, no failover, no down verdict, down opinion or run of hard failures (they
         need fast re-probes and timely verdicts), no pause, and no instance that contradicts
@@ -567,7 +476,7 @@ class Watcher:
                 return False
         return True
 
-    def _next_due(self, group: _Group) -> float:
+    def _next_due(self, group: Group) -> float:
         """When a visit of this calm group would first find something to do: a probe or an
         INFO to send, the guard on an unanswered probe or INFO, or a down verdict that an
         unanswered probe would bring (see Detector)."""
@@ -602,11 +511,11 @@ class Watcher:
                 due = at
         return due
 
-    def _first_visit_at(self, group: _Group) -> float:
+    def _first_visit_at(self, group: Group) -> float:
         """When a group is first visited: its first probes (see _start_slot)."""
         return self._start_slot(group, group.settings.ping_period)
 
-    def _start_slot(self, group: _Group, period: float) -> float:
+    def _start_slot(self, group: Group, period: float) -> float:
         """When a group gets its first probes (period: the ping period) or its first INFO
         (the INFO period): spread from the watcher's start by a hash of the group's name, so
         that a watcher starting with a thousand primaries does not open every connection
@@ -657,7 +566,7 @@ class Watcher:
             if empty != group.restarted_empty:
                 group.restarted_empty = empty
                 if empty:
-                    self._emit(Publish("+reboot-empty", _describe(group, group.address)))
+                    self._emit(Publish("+reboot-empty", describe(group, group.address)))
             if empty:
                 # Keep the old history and offset: they are what the replicas hold and what
                 # selection must compare them against.
@@ -677,12 +586,12 @@ class Watcher:
                     if link.address not in group.instances:
                         group.instance(link.address, now)
                         self._remember_instances(group)
-                        self._emit(Publish("+slave", _describe(group, link.address)))
+                        self._emit(Publish("+slave", describe(group, link.address)))
             elif info.role is Role.REPLICA and group.role_mismatch_since is None:
                 group.role_mismatch_since = now
         self._evaluate(group)
 
-    def _restarted_empty(self, group: _Group, info: InstanceInfo) -> bool:
+    def _restarted_empty(self, group: Group, info: InstanceInfo) -> bool:
         """The primary reports a history that neither continues ours nor descends from it, and
         far fewer keys than a replica we read recently that still holds our history: it was
         restarted without persistence (or lost its files). Redis's own answer would be a full
@@ -716,7 +625,7 @@ class Watcher:
             for inst in group.replicas()
         )
 
-    def _keep_fence(self, group: _Group, inst: _Instance) -> None:
+    def _keep_fence(self, group: Group, inst: Instance) -> None:
         """With fencing on, every node (replicas too: any of them may be promoted) must carry
         min-replicas-to-write; INFO shows whether it does. A restarted Redis forgets a
         CONFIG SET, so this is checked on every INFO, not once."""
@@ -729,7 +638,7 @@ class Watcher:
         inst.fence_sent_at = self._now
         self._emit(Fence(group.name, inst.address, s.fence_min_replicas, s.fence_max_lag))
 
-    def _fence_wait(self, group: _Group) -> float:
+    def _fence_wait(self, group: Group) -> float:
         """Seconds until the old primary has surely stopped taking writes by itself (0: now).
 
         Its replicas acknowledge once a second; the primary refuses writes once no
@@ -768,7 +677,7 @@ class Watcher:
             return 0.0
         return max(0.0, last_contact + s.fence_lease - self._now)
 
-    def _stale_during_freeze(self, group: _Group, event: InfoReply) -> bool:
+    def _stale_during_freeze(self, group: Group, event: InfoReply) -> bool:
         """While a frozen selection round runs, a replica's plain INFO answers a request sent
         before its freeze (it was in flight when the round began): its offset may be older
         than the frozen one, so it must not be ranked (simulator seed 63). Only the freeze's
@@ -782,7 +691,7 @@ class Watcher:
             and event.address in fo.frozen
         )
 
-    def _note_freeze(self, group: _Group, address: Address, before: InstanceInfo) -> None:
+    def _note_freeze(self, group: Group, address: Address, before: InstanceInfo) -> None:
         """A replica was detached for selection: keep when it last heard from the old primary
         (its INFO from just before) for the fence's lease; its INFO now shows no primary."""
         fo = group.failover
@@ -891,7 +800,7 @@ class Watcher:
         if fo is not None and fo.phase is Phase.RECONF and event.epoch == fo.epoch:
             if event.ok:
                 fo.reconf_acked.add(event.address)
-                self._emit(Publish("+slave-reconf-inprog", _describe(group, event.address)))
+                self._emit(Publish("+slave-reconf-inprog", describe(group, event.address)))
                 self._ask_info(group, inst)
             else:
                 failures = fo.reconf_failures.get(event.address, 0) + 1
@@ -931,22 +840,22 @@ class Watcher:
         group.maintenance_seq += 1
         self._set_pause(group, event.ttl, event.reason)
 
-    def _set_pause(self, group: _Group, ttl: float, reason: str) -> None:
+    def _set_pause(self, group: Group, ttl: float, reason: str) -> None:
         was = group.paused_until is not None
         if ttl > 0:
             group.paused_until = self._now + ttl
             group.pause_reason = reason
             self._emit(
-                Publish("+maintenance", f"{_describe(group, group.address)} {ttl:.0f}s {reason}".rstrip())
+                Publish("+maintenance", f"{describe(group, group.address)} {ttl:.0f}s {reason}".rstrip())
             )
         else:
             group.paused_until = None
             group.pause_reason = ""
             if was:
-                self._emit(Publish("-maintenance", _describe(group, group.address)))
+                self._emit(Publish("-maintenance", describe(group, group.address)))
         self._mark_dirty(group)
 
-    def _paused(self, group: _Group) -> bool:
+    def _paused(self, group: Group) -> bool:
         if group.paused_until is None:
             return False
         if self._now >= group.paused_until:
@@ -956,7 +865,7 @@ class Watcher:
 
     # ------------------------------------------------------------------ probing
 
-    def _schedule_probes(self, group: _Group, now: float) -> None:
+    def _schedule_probes(self, group: Group, now: float) -> None:
         s = group.settings
         # Read once per group, not per instance: this runs for every group on every tick.
         ping_period, probe_timeout, crash_detect = s.ping_period, s.probe_timeout, s.crash_detect
@@ -973,13 +882,13 @@ class Watcher:
             if inst.info_asked_at is None and now - last_info >= info_period:
                 self._ask_info(group, inst)
 
-    def _ask_info(self, group: _Group, inst: _Instance, *, freeze: bool = False) -> None:
+    def _ask_info(self, group: Group, inst: Instance, *, freeze: bool = False) -> None:
         inst.info_asked_at = self._now
         self._emit(QueryInfo(group.name, inst.address, timeout=group.settings.info_period, freeze=freeze))
 
     # ------------------------------------------------------------------ evaluation
 
-    def _evaluate(self, group: _Group) -> None:
+    def _evaluate(self, group: Group) -> None:
         """Recompute verdicts for a group and take every step they allow."""
         now = self._now
         s = group.settings
@@ -987,7 +896,7 @@ class Watcher:
         for inst in group.instances.values():
             if inst.detector.evaluate(now, s.down_after, s.crash_detect):
                 sign = "+" if inst.detector.down else "-"
-                self._emit(Publish(f"{sign}sdown", _describe(group, inst.address)))
+                self._emit(Publish(f"{sign}sdown", describe(group, inst.address)))
                 self._mark_dirty(group)
         primary = group.instances[primary_addr]
         mismatch_limit = s.down_after + 2 * s.info_period
@@ -1002,7 +911,7 @@ class Watcher:
         else:
             self._maybe_start_failover(group)
 
-    def _evaluate_odown(self, group: _Group, now: float) -> None:
+    def _evaluate_odown(self, group: Group, now: float) -> None:
         s = group.settings
         own = 1 if group.primary_down and not self.in_hold else 0
         votes = own + self._peers.down_opinions(group.name, now, self.settings.opinion_ttl)
@@ -1010,7 +919,7 @@ class Watcher:
         odown = own == 1 and votes >= s.quorum
         if odown and not group.odown:
             group.odown = True
-            self._emit(Publish("+odown", f"{_describe(group, group.address)} #quorum {votes}/{s.quorum}"))
+            self._emit(Publish("+odown", f"{describe(group, group.address)} #quorum {votes}/{s.quorum}"))
             # Stand in an order every watcher computes alike (a hash of watcher, primary and
             # epoch), half a backoff (200 ms by default) apart: the first-ranked watcher's
             # request reaches the others before they would stand, so they vote for it rather
@@ -1028,13 +937,13 @@ class Watcher:
             group.next_attempt_at = max(group.next_attempt_at, now + delay)
         elif not odown and group.odown:
             group.odown = False
-            self._emit(Publish("-odown", _describe(group, group.address)))
+            self._emit(Publish("-odown", describe(group, group.address)))
 
-    def _promotion_in_flight(self, group: _Group) -> bool:
+    def _promotion_in_flight(self, group: Group) -> bool:
         fo = group.failover
         return fo is not None and fo.phase in (Phase.PROMOTE, Phase.VERIFY)
 
-    def _primary_failing_here(self, group: _Group) -> bool:
+    def _primary_failing_here(self, group: Group) -> bool:
         """Our own evidence that the primary is gone, enough to vote for a failover: it is
         subjectively down here, or our last probe was refused or reset (a crash)."""
         if group.primary_down:
@@ -1042,24 +951,24 @@ class Watcher:
         det = group.instances[group.address].detector
         return not det.last_outcome_ok and det.hard_fail_count > 0
 
-    def _primary_positively_alive(self, group: _Group) -> bool:
+    def _primary_positively_alive(self, group: Group) -> bool:
         if group.primary_down:
             return False
         return group.instances[group.address].detector.positively_alive()
 
     # ------------------------------------------------------------------ candidacy and election
 
-    def _candidates_exist(self, group: _Group) -> bool:
+    def _candidates_exist(self, group: Group) -> bool:
         # The same eligibility the selection applies: a group whose only replicas are
         # priority 0, of another history or long disconnected must not start an election
         # every backoff (each one persisting a vote on every watcher) only to find none.
         return selection.best(self._rank(group, None)) is not None
 
-    def _peer_leading(self, group: _Group) -> bool:
+    def _peer_leading(self, group: Group) -> bool:
         views = self._peers.fresh_views(group.name, self._now, self.settings.opinion_ttl)
         return any(view.leading_epoch >= group.durable.current_epoch > 0 for _, view in views)
 
-    def _maybe_start_failover(self, group: _Group) -> None:
+    def _maybe_start_failover(self, group: Group) -> None:
         now = self._now
         if not group.odown or self.in_hold or now < group.next_attempt_at or self._paused(group):
             return
@@ -1070,7 +979,7 @@ class Watcher:
             return
         self._start_election(group, forced=False)
 
-    def _start_election(self, group: _Group, *, forced: bool) -> None:
+    def _start_election(self, group: Group, *, forced: bool) -> None:
         now = self._now
         epoch = election.next_candidate_epoch(group.durable)
         self._set_durable(
@@ -1087,7 +996,7 @@ class Watcher:
         fo.primary_offset = group.primary_offset
         group.failover = fo
         self._emit(Publish("+new-epoch", str(epoch)))
-        self._emit(Publish("+try-failover", _describe(group, group.address)))
+        self._emit(Publish("+try-failover", describe(group, group.address)))
         self._emit(Publish("+vote-for-leader", f"{run_id(self.name)} {epoch}"))
         if self.settings.electorate > 1:
             self._emit(RequestVotes(VoteRequest(self.name, group.name, epoch, forced)))
@@ -1095,17 +1004,17 @@ class Watcher:
 
     # ------------------------------------------------------------------ the failover machine
 
-    def _fire(self, group: _Group, trigger: Trigger) -> None:
+    def _fire(self, group: Group, trigger: Trigger) -> None:
         fo = group.failover
         assert fo is not None
         row = transition(fo.phase, trigger)
         if row.event:
-            self._emit(Publish(row.event, _describe(group, group.address)))
+            self._emit(Publish(row.event, describe(group, group.address)))
         if row.next is None:
             group.failover = None
             if not row.aborted:
                 fo.enter(fo.phase, self._now)  # close the last phase's duration
-                self._emit(Publish("+failover-summary", _summary(group, fo, self._now)))
+                self._emit(Publish("+failover-summary", failover_summary(group, fo, self._now)))
             if row.aborted:
                 self._thaw(group, fo)
                 # Randomised, and the window doubles with every attempt lost in a row (up to
@@ -1136,7 +1045,7 @@ class Watcher:
             fo.enter(row.next, self._now)
         self._mark_dirty(group)
 
-    def _drive_failover(self, group: _Group) -> None:
+    def _drive_failover(self, group: Group) -> None:
         fo = group.failover
         assert fo is not None
         now = self._now
@@ -1145,7 +1054,7 @@ class Watcher:
             if fo.epoch < group.durable.current_epoch:
                 self._fire(group, Trigger.SUPERSEDED)
             elif election.has_won(len(fo.votes), majority=self.settings.majority, quorum=s.quorum):
-                self._emit(Publish("+elected-leader", _describe(group, group.address)))
+                self._emit(Publish("+elected-leader", describe(group, group.address)))
                 self._fire(group, Trigger.WON)
                 self._begin_selection(group)
             elif now - fo.started_at > self.settings.election_timeout or self._cannot_win(group, fo):
@@ -1165,17 +1074,17 @@ class Watcher:
         elif fo.phase is Phase.RECONF:
             self._reconfigure(group)
 
-    def _cannot_win(self, group: _Group, fo: Failover) -> bool:
+    def _cannot_win(self, group: Group, fo: Failover) -> bool:
         """Enough voters said no that a win is impossible: give up now (a split vote), not
         at the election timeout, so the randomised retry comes sooner."""
         undecided = self.settings.electorate - len(fo.votes) - len(fo.refusals - fo.votes)
         needed = max(self.settings.majority, group.settings.quorum)
         return len(fo.votes) + undecided < needed
 
-    def _promote_timeout(self, group: _Group) -> float:
+    def _promote_timeout(self, group: Group) -> float:
         return min(group.settings.failover_timeout, max(1.0, 3 * group.settings.ping_period))
 
-    def _begin_selection(self, group: _Group, *, freeze: bool = True) -> None:
+    def _begin_selection(self, group: Group, *, freeze: bool = True) -> None:
         """Ask every reachable replica for fresh INFO. For a promotion, freeze them first
         (detach them from the old primary, in the same step): a replica that still hears the old primary (cut
         off from us, not from them) would otherwise keep applying and acknowledging its writes
@@ -1195,7 +1104,7 @@ class Watcher:
                 if fo.select_frozen:
                     fo.frozen.add(inst.address)
 
-    def _thaw(self, group: _Group, fo: Failover) -> None:
+    def _thaw(self, group: Group, fo: Failover) -> None:
         """Reattach every replica the attempt froze (an abort, or a lag wait that lets them
         catch up): each resumes where it stopped. To the old primary while it is still ours
         and no later attempt runs. When another leader's promotion replaced it, to the new
@@ -1226,7 +1135,7 @@ class Watcher:
         fresh_after = fo.select_asked_at if fo is not None and fo.select_asked_at is not None else None
         return self._rank(group, fresh_after)
 
-    def _rank(self, group: _Group, fresh_after: float | None) -> list[selection.Verdict]:
+    def _rank(self, group: Group, fresh_after: float | None) -> list[selection.Verdict]:
         now = self._now
         s = group.settings
         primary = group.instances[group.address]
@@ -1276,7 +1185,7 @@ class Watcher:
             primary_lost_data=group.restarted_empty,
         )
 
-    def _try_select(self, group: _Group) -> None:
+    def _try_select(self, group: Group) -> None:
         fo = group.failover
         assert fo is not None and fo.select_asked_at is not None
         now = self._now
@@ -1349,7 +1258,7 @@ class Watcher:
             if now - fo.phase_since < s.lag_wait + s.fence_lease:
                 if fo.fence_wait_started is None:
                     fo.fence_wait_started = now
-                    self._emit(Publish("+fence-wait", f"{_describe(group, group.address)} {fence_wait:.1f}s"))
+                    self._emit(Publish("+fence-wait", f"{describe(group, group.address)} {fence_wait:.1f}s"))
                 if waited >= s.ping_period:
                     self._begin_selection(group)
                 return
@@ -1364,7 +1273,7 @@ class Watcher:
             1 for inst in replicas if inst.info_at is not None and inst.info_at >= fo.select_asked_at
         )
         fo.replicas_known = len(replicas)
-        self._emit(Publish("+selected-slave", _describe(group, choice.address)))
+        self._emit(Publish("+selected-slave", describe(group, choice.address)))
         self._fire(group, Trigger.SELECTED)
         fo.promote_sent_at = now
         # Fence a reachable old primary actively (pause, then demote, before announcing).
@@ -1383,7 +1292,7 @@ class Watcher:
             )
         )
 
-    def _select_switchover_target(self, group: _Group, verdicts: list[selection.Verdict]) -> None:
+    def _select_switchover_target(self, group: Group, verdicts: list[selection.Verdict]) -> None:
         """A switchover needs no lag gate: Redis's FAILOVER itself waits (with writes paused)
         until the target has everything the primary acknowledged."""
         fo = group.failover
@@ -1395,7 +1304,7 @@ class Watcher:
             return
         fo.target = choice.address
         fo.target_offset = choice.offset
-        self._emit(Publish("+selected-slave", _describe(group, choice.address)))
+        self._emit(Publish("+selected-slave", describe(group, choice.address)))
         self._fire(group, Trigger.SELECTED)
         fo.promote_sent_at = self._now
         self._emit(
@@ -1409,7 +1318,7 @@ class Watcher:
             )
         )
 
-    def _verify_promotion(self, group: _Group) -> None:
+    def _verify_promotion(self, group: Group) -> None:
         fo = group.failover
         assert fo is not None and fo.target is not None
         inst = group.instance(fo.target, self._now)
@@ -1425,13 +1334,13 @@ class Watcher:
         elif inst.info_asked_at is None:
             self._ask_info(group, inst)
 
-    def _commit_promotion(self, group: _Group) -> None:
+    def _commit_promotion(self, group: Group) -> None:
         """The point of no return: the new primary is confirmed; make it the topology."""
         fo = group.failover
         assert fo is not None and fo.target is not None
         old = group.address
         new = fo.target
-        self._emit(Publish("+promoted-slave", _describe(group, new)))
+        self._emit(Publish("+promoted-slave", describe(group, new)))
         self._switch(group, fo.epoch, new, leader=True)
         target_info = group.instances[new].info
         if target_info is not None and target_info.role is Role.REPLICA:
@@ -1453,7 +1362,7 @@ class Watcher:
         ]
         self._reconfigure(group)
 
-    def _reconfigure(self, group: _Group) -> None:
+    def _reconfigure(self, group: Group) -> None:
         fo = group.failover
         assert fo is not None and fo.target is not None
         now = self._now
@@ -1474,7 +1383,7 @@ class Watcher:
             if confirmed or now - sent_at > _RECONF_ASSUME_DONE or inst.detector.down:
                 fo.reconf_done.add(addr)
                 if confirmed:
-                    self._emit(Publish("+slave-reconf-done", _describe(group, addr)))
+                    self._emit(Publish("+slave-reconf-done", describe(group, addr)))
             elif inst.info_asked_at is None and addr in fo.reconf_acked:
                 # The INFO we got may have been asked before REPLICAOF: ask again now rather
                 # than wait a whole info period.
@@ -1498,7 +1407,7 @@ class Watcher:
                 continue
             fo.reconf_sent[addr] = now
             in_progress += 1
-            self._emit(Publish("+slave-reconf-sent", _describe(group, addr)))
+            self._emit(Publish("+slave-reconf-sent", describe(group, addr)))
             self._emit(ReplicaOf(group.name, addr, new, fo.epoch, timeout=self._promote_timeout(group)))
         if all(a in fo.reconf_done for a in fo.to_reconf):
             self._fire(group, Trigger.RECONFIGURED)
@@ -1507,7 +1416,7 @@ class Watcher:
 
     # ------------------------------------------------------------------ topology
 
-    def _switch(self, group: _Group, epoch: int, new: Address, *, leader: bool) -> None:
+    def _switch(self, group: Group, epoch: int, new: Address, *, leader: bool) -> None:
         old = group.address
         self._set_durable(group, replace(group.durable, config_epoch=epoch, address=new))
         self._adopt_epoch(group, epoch)
@@ -1538,7 +1447,7 @@ class Watcher:
                 self._fire(group, trig)
         self._mark_dirty(group)
 
-    def _adopt_config(self, group: _Group, epoch: int, address: Address, *, source: str) -> None:
+    def _adopt_config(self, group: Group, epoch: int, address: Address, *, source: str) -> None:
         fo = group.failover
         if fo is not None and fo.phase not in (Phase.ELECTION, Phase.SELECT) and fo.epoch >= epoch:
             return  # we are committing a newer or equal epoch ourselves
@@ -1554,7 +1463,7 @@ class Watcher:
             # We were past promotion in an older epoch: the newer topology wins.
             group.failover = None
 
-    def _adopt_epoch(self, group: _Group, epoch: int) -> None:
+    def _adopt_epoch(self, group: Group, epoch: int) -> None:
         if epoch > group.durable.current_epoch:
             self._set_durable(group, replace(group.durable, current_epoch=epoch))
             self._emit(Publish("+new-epoch", str(epoch)))
@@ -1564,7 +1473,7 @@ class Watcher:
             self.name, self.in_hold, views, sent_ms=int(self._now * 1000), echoes=self._peers.echoes()
         )
 
-    def _majority_current(self, group: _Group, since: float) -> bool:
+    def _majority_current(self, group: Group, since: float) -> bool:
         """A majority of watchers share our config epoch and none knows newer, in views they
         sent after `since` (they echo a gossip of ours from then on): a view the network held
         back through a partition must not vouch for a topology it predates."""
@@ -1580,7 +1489,7 @@ class Watcher:
                 agree += 1
         return agree >= self.settings.majority
 
-    def _enforce_topology(self, group: _Group) -> None:
+    def _enforce_topology(self, group: Group) -> None:
         """Demote a stray primary and repoint a misdirected replica, carefully (see top)."""
         now = self._now
         s = group.settings
@@ -1644,7 +1553,7 @@ class Watcher:
             assert info is not None
             inst.convert_sent_at = now
             event = "+convert-to-slave" if info.role is Role.PRIMARY else "+fix-slave-config"
-            self._emit(Publish(event, _describe(group, inst.address)))
+            self._emit(Publish(event, describe(group, inst.address)))
             self._emit(
                 ReplicaOf(
                     group.name,
@@ -1657,7 +1566,7 @@ class Watcher:
 
     # ------------------------------------------------------------------ gossip and durability
 
-    def _gossip_view(self, group: _Group) -> PrimaryGossip:
+    def _gossip_view(self, group: Group) -> PrimaryGossip:
         d = group.durable
         fo = group.failover
         return PrimaryGossip(
@@ -1678,7 +1587,7 @@ class Watcher:
             pause_reason=group.pause_reason,
         )
 
-    def _mark_dirty(self, group: _Group) -> None:
+    def _mark_dirty(self, group: Group) -> None:
         self._dirty_groups.add(group.name)
 
     def _push_changed_gossip(self) -> None:
@@ -1696,7 +1605,7 @@ class Watcher:
         if changed and self.settings.electorate > 1:
             self._emit(SendGossip(self._gossip(tuple(changed))))
 
-    def _learn_history(self, group: _Group, view: PrimaryGossip) -> None:
+    def _learn_history(self, group: Group, view: PrimaryGossip) -> None:
         """Fill in what we do not know of the primary's history from a peer on the same
         topology (never overwrite what we read ourselves)."""
         d = group.durable
@@ -1707,18 +1616,18 @@ class Watcher:
             return
         self._set_history(group, view.replid, view.replid2, view.fork)
 
-    def _set_history(self, group: _Group, replid: str, replid2: str, fork: int) -> None:
+    def _set_history(self, group: Group, replid: str, replid2: str, fork: int) -> None:
         """Record the primary's replication history (durable: see PrimaryDurable)."""
         d = group.durable
         if (d.replid, d.replid2, d.fork) != (replid, replid2, fork):
             self._set_durable(group, replace(d, replid=replid, replid2=replid2, fork=fork))
 
-    def _remember_instances(self, group: _Group) -> None:
+    def _remember_instances(self, group: Group) -> None:
         known = tuple(sorted(group.instances))
         if known != group.durable.known:
             self._set_durable(group, replace(group.durable, known=known))
 
-    def _set_durable(self, group: _Group, durable: PrimaryDurable) -> None:
+    def _set_durable(self, group: Group, durable: PrimaryDurable) -> None:
         if durable != group.durable:
             group.durable = durable
             self._durable_dirty = True
@@ -1726,121 +1635,3 @@ class Watcher:
 
     def _emit(self, action: Action) -> None:
         self._out.append(action)
-
-    # ------------------------------------------------------------------ snapshot
-
-    def _view(self, group: _Group) -> PrimaryView:
-        now = self._now
-        fo = group.failover
-        leader = ""
-        if fo is not None and fo.phase is not Phase.ELECTION:
-            leader = self.name
-        elif group.durable.voted_epoch == group.durable.current_epoch:
-            leader = group.durable.voted_for
-        peers = tuple(
-            PeerView(
-                name=p.name,
-                last_heard=p.last_heard,
-                says_down=bool(v and v[0].says_down and now - v[1] <= self.settings.opinion_ttl),
-                current_epoch=v[0].current_epoch if v else 0,
-                config_epoch=v[0].config_epoch if v else 0,
-                voted_for=v[0].voted_for if v else "",
-                voted_epoch=v[0].voted_epoch if v else 0,
-                in_hold=p.in_hold,
-            )
-            for p in sorted(self._peers.peers.values(), key=lambda p: p.name)
-            for v in (p.views.get(group.name),)
-        )
-        return PrimaryView(
-            name=group.name,
-            address=group.address,
-            config_epoch=group.durable.config_epoch,
-            current_epoch=group.durable.current_epoch,
-            primary=self._instance_view(group.instances[group.address], now),
-            replicas=tuple(self._instance_view(i, now) for i in group.replicas()),
-            peers=peers,
-            sdown=group.primary_down,
-            odown=group.odown,
-            odown_votes=group.odown_votes,
-            quorum=group.settings.quorum,
-            failover_state=fo.phase.value if fo is not None else "none",
-            failover_epoch=fo.epoch if fo is not None else 0,
-            leader=leader,
-            paused_until=group.paused_until,
-            pause_reason=group.pause_reason,
-            last_failover_at=group.last_failover_at,
-            settings=group.settings,
-        )
-
-    @staticmethod
-    def _instance_view(inst: _Instance, now: float) -> InstanceView:
-        info = inst.info
-        det = inst.detector
-        return InstanceView(
-            address=inst.address,
-            role=info.role if info is not None else Role.UNKNOWN,
-            run_id=info.run_id if info is not None else "",
-            sdown=det.down,
-            sdown_since=det.down_since,
-            last_ok=det.last_ok,
-            last_probe_sent=det.last_probe_sent,
-            last_error=det.last_error,
-            info_age=None if inst.info_at is None else now - inst.info_at,
-            offset=info.offset if info is not None else 0,
-            priority=info.priority if info is not None else 100,
-            link_up=info.link_up if info is not None else False,
-            link_down_seconds=info.link_down_seconds if info is not None else 0.0,
-            master=info.master if info is not None else None,
-            replid=info.replid if info is not None else "",
-            announced=info.announced if info is not None else True,
-        )
-
-
-def _summary(group: _Group, fo: Failover, now: float) -> str:
-    """`+failover-summary` (haredis's own channel): one key=value line per finished failover,
-    published by its leader, for `haredis history` and the phase metrics. Seconds."""
-
-    def secs(value: float | None) -> str:
-        return "-" if value is None else f"{value:.3f}"
-
-    durations = fo.phase_durations
-    reason = "switchover" if fo.switchover else "forced" if fo.forced else "odown"
-    lost = "-"
-    if fo.primary_offset is not None and fo.target_offset is not None and not fo.switchover:
-        lost = str(max(0, fo.primary_offset - fo.target_offset))
-    elif fo.switchover:
-        lost = "0"  # FAILOVER TO waits until the target has every acknowledged write
-    promote = durations.get(Phase.SELECT.value, 0.0) + durations.get(Phase.PROMOTE.value, 0.0)
-    promote += durations.get(Phase.VERIFY.value, 0.0)
-    return (
-        f"{group.name} epoch={fo.epoch} old={fo.old_primary} new={fo.target} reason={reason}"
-        f" detect={secs(fo.detect)} agree={secs(fo.agree)}"
-        f" elect={secs(durations.get(Phase.ELECTION.value))} promote={secs(promote)}"
-        f" reconfigure={secs(durations.get(Phase.RECONF.value))} total={secs(now - fo.started_at)}"
-        f" lost_bytes={lost} seen={fo.replicas_seen}/{fo.replicas_known}"
-    )
-
-
-def _describe(group: _Group, address: Address) -> str:
-    """Sentinel's `%@` instance description for event messages."""
-    primary = group.address
-    if address == primary:
-        return f"master {group.name} {address.host} {address.port}"
-    return (
-        f"slave {address.host}:{address.port} {address.host} {address.port}"
-        f" @ {group.name} {primary.host} {primary.port}"
-    )
-
-
-class StatusRow(NamedTuple):
-    """One primary in the one-line status (see Watcher.status_rows)."""
-
-    name: str
-    failover_state: str  # "none" or the failover's phase
-    failover_epoch: int
-    odown: bool
-    sdown: bool
-    address: Address
-    config_epoch: int
-    ok_replicas: int  # replicas not subjectively down
-    replicas: int

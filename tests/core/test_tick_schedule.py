@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 
 from haredis.core.actions import Action, Probe, QueryInfo
 from haredis.core.events import Tick
+from haredis.core.group import Group
 from haredis.core.model import Address, DurableState, PrimarySettings, Role, WatcherSettings
-from haredis.core.watcher import Watcher, _Group
+from haredis.core.watcher import Watcher
 
 from .helpers import NAME, R1, R2, CheckedWatcher, FakeRedis, P, Rig, primary_info, replica_info
 
@@ -32,7 +33,7 @@ class EveryGroupEveryTick(CheckedWatcher):
     """The reference: every group is visited on every tick (once its first visit is due,
     which the real watcher waits for too, except in hold and after a reload)."""
 
-    def _groups_to_visit(self, now: float) -> list[_Group]:
+    def _groups_to_visit(self, now: float) -> list[Group]:
         every = self.in_hold or self.settings is not self._scheduled_for
         super()._groups_to_visit(now)  # keeps the real bookkeeping going; its answer is ignored
         return [g for g in self._groups.values() if every or now >= self._first_visit_at(g)]
@@ -45,7 +46,7 @@ class CountingWatcher(CheckedWatcher):
         super().__init__(settings, durable, now)
         self.visits: list[int] = []
 
-    def _groups_to_visit(self, now: float) -> list[_Group]:
+    def _groups_to_visit(self, now: float) -> list[Group]:
         groups = super()._groups_to_visit(now)
         self.visits.append(len(groups))
         return groups
