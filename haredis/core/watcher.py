@@ -43,7 +43,6 @@ Invariants this module maintains (the simulator checks them from outside):
 
 from __future__ import annotations
 
-import heapq
 import math
 from dataclasses import replace
 
@@ -95,6 +94,7 @@ from haredis.core.model import (
     WatcherSettings,
     run_id,
 )
+from haredis.core.tick_schedule import TickSchedule
 from haredis.core.views import StatusRow, failover_summary, primary_view, status_row
 
 # A replica whose link to the primary has been down this many down_after periods longer
@@ -113,9 +113,6 @@ _RECONF_ATTEMPTS = 3
 _MAX_BACKOFF_DOUBLINGS = 5
 # How often the write fence is re-sent to an instance whose INFO still shows it missing.
 _FENCE_RESEND = 5.0
-# A watcher starting with this many groups spreads their first probes over a whole ping
-# period (fewer: over a proportional share of it). See Watcher._first_visit_at.
-_START_SPREAD_GROUPS = 100
 
 
 class Watcher:
@@ -139,18 +136,7 @@ class Watcher:
         self._durable_dirty = False
         self._dirty_groups: set[str] = set()  # groups whose gossip view may have changed
         self._out: list[Action] = []
-        # Tick scheduling (see _on_tick): a calm group waits in a heap of (due, order, name)
-        # until something of it is due; a restless one is visited on every tick. A heap entry
-        # is live only while it matches _due_at (older ones are skipped when popped).
-        self._due: list[tuple[float, int, str]] = []
-        self._due_at: dict[str, float] = {}
-        self._restless: set[str] = set()
-        self._order: dict[str, int] = {name: i for i, name in enumerate(self._groups)}
-        self._scheduled_for = settings  # a reload (new settings) makes every group restless
-        self._started_at = now  # first probes and INFO are spread over one period from here
-        for name, group in self._groups.items():
-            self._due_at[name] = first = self._first_visit_at(group)
-            heapq.heappush(self._due, (first, self._order[name], name))
+        self._schedule = TickSchedule(self._groups, settings, now)  # which groups a Tick visits
 
     # ------------------------------------------------------------------ public interface
 
@@ -243,10 +229,9 @@ class Watcher:
         Tick would find it: a fast re-probe of an instance failing hard, or a candidacy.
         None when nothing is pressing. The caller may Tick then instead of on its grid."""
         due: float | None = None
-        # Only restless groups can be odown or failing hard (see _calm); after a reload, until
-        # the next tick files them again, any group can.
-        rescheduled = self.settings is self._scheduled_for
-        restless = [self._groups[n] for n in self._restless if n in self._groups] if rescheduled else None
+        # Only restless groups can be odown or failing hard (see tick_schedule.calm); after a
+        # reload, until the next tick files them again, any group can.
+        restless = self._schedule.restless(self._groups, self.settings)
         for group in self._groups.values() if restless is None else restless:
             if group.odown and group.failover is None and group.next_attempt_at > self._now:
                 due = group.next_attempt_at if due is None else min(due, group.next_attempt_at)
@@ -374,50 +359,15 @@ class Watcher:
             self._emit(SendGossip(self._gossip(views)))
 
     # ------------------------------------------------------------------ tick scheduling
-    #
-    # Visiting a group on a tick (probes and INFO due, verdicts, steady-state topology) used
-    # to happen for every group on every tick: with a thousand primaries that was most of a
-    # watcher's CPU, although almost every visit found nothing to do. Now a group is visited
-    # on a tick only when it is restless (see _calm) or when something of it falls due
-    # (_next_due): the visit does exactly what it did before, and the visits skipped are the
-    # ones that could not have changed anything (tests/core/test_tick_schedule.py compares
-    # both ways, action for action). Events about a group reschedule it (_reschedule_touched).
+    # (see tick_schedule.py: a group is visited on a tick only when restless or due)
 
     def _groups_to_visit(self, now: float) -> list[Group]:
-        """The groups this tick must visit, in configuration order: the restless ones and
-        the calm ones whose time has come (their heap entries are consumed)."""
-        if self.in_hold or self.settings is not self._scheduled_for:
-            # In hold (and after a reload) every group is visited on every tick, as before.
-            self._scheduled_for = self.settings
-            self._order = {name: i for i, name in enumerate(self._groups)}
-            self._due.clear()
-            self._due_at.clear()
-            self._restless = set(self._groups)
-        names = set(self._restless)
-        heap, live = self._due, self._due_at
-        while heap and heap[0][0] <= now:
-            at, _, name = heapq.heappop(heap)
-            if live.get(name) == at:
-                del live[name]
-                names.add(name)
-        groups = self._groups
-        order = self._order
-        return [groups[name] for name in sorted(names, key=order.__getitem__) if name in groups]
+        if self.in_hold or not self._schedule.is_current(self.settings):
+            self._schedule.visit_every_group(self._groups, self.settings)
+        return self._schedule.take(now, self._groups)
 
     def _reschedule(self, group: Group) -> None:
-        """File a group after a visit or an event: restless, or calm until _next_due."""
-        name = group.name
-        if self.settings is not self._scheduled_for or name not in self._order:
-            return  # a reload happened: the next tick visits every group and files them again
-        if not self._calm(group):
-            self._restless.add(name)
-            self._due_at.pop(name, None)
-            return
-        self._restless.discard(name)
-        at = self._next_due(group)
-        if self._due_at.get(name) != at:
-            self._due_at[name] = at
-            heapq.heappush(self._due, (at, self._order[name], name))
+        self._schedule.file(group, self.settings, self.in_hold)
 
     def _reschedule_touched(self, event: Event) -> None:
         """Events change what a group is waiting for (a reply ends a probe in flight, INFO
@@ -437,95 +387,6 @@ class Watcher:
             group = self._groups.get(name)
             if group is not None:
                 self._reschedule(group)
-
-    def _calm(self, group: Group) -> bool:
-        """Nothing about this group changes with the mere passing of time before _next_due:
-        no hold, no failover, no down verdict, down opinion or run of hard failures (they
-        need fast re-probes and timely verdicts), no pause, and no instance that contradicts
-        the topology (steady-state reconfiguration counts time). Deliberately coarse: a group
-        in any doubt is restless and visited on every tick, exactly as before."""
-        if (
-            self.in_hold
-            or group.failover is not None
-            or group.odown
-            or group.primary_down
-            or group.odown_votes
-            or group.role_mismatch_since is not None
-            or group.restarted_empty
-            or group.paused_until is not None
-        ):
-            return False
-        # Runs after every event: identity and field comparisons, not Address.__eq__.
-        primary = group.address
-        host, port = primary.host, primary.port
-        instances = group.instances
-        primary_inst = instances.get(primary)
-        for inst in instances.values():
-            det = inst.detector
-            if det.down_since is not None or det.hard_fail_since is not None:
-                return False
-            if inst.contradicting_since is not None or inst.convert_sent_at is not None:
-                return False
-            info = inst.info
-            if info is None or inst is primary_inst:
-                continue
-            if info.role is Role.PRIMARY:
-                return False
-            master = info.master
-            if info.role is Role.REPLICA and (master is None or master.port != port or master.host != host):
-                return False
-        return True
-
-    def _next_due(self, group: Group) -> float:
-        """When a visit of this calm group would first find something to do: a probe or an
-        INFO to send, the guard on an unanswered probe or INFO, or a down verdict that an
-        unanswered probe would bring (see Detector)."""
-        s = group.settings
-        ping_period, down_after, info_period = s.ping_period, s.down_after, s.info_period
-        guard = 2.0 * s.probe_timeout
-        due = math.inf
-        for inst in group.instances.values():  # runs after every event: plain comparisons
-            det = inst.detector
-            if det.last_probe_sent is None:
-                return self._first_visit_at(group)  # everything of a new instance is due then
-            if det.in_flight_since is not None:
-                at = det.in_flight_since + guard
-            else:
-                at = det.last_probe_sent + ping_period
-            unanswered = det.unanswered_since
-            if unanswered is not None and unanswered + down_after < at:
-                at = unanswered + down_after
-            if inst.info_asked_at is not None:
-                info_due = inst.info_asked_at + 2 * info_period
-            else:
-                # As _schedule_probes reads them (`or`: a time of 0.0 counts as never).
-                info_due = inst.info_at or -1e18
-                failed_at = inst.info_failed_at or -1e18
-                if info_due == failed_at == -1e18:
-                    info_due = self._start_slot(group, info_period)  # the first INFO
-                else:
-                    info_due = (failed_at if failed_at > info_due else info_due) + info_period
-            if info_due < at:
-                at = info_due
-            if at < due:
-                due = at
-        return due
-
-    def _first_visit_at(self, group: Group) -> float:
-        """When a group is first visited: its first probes (see _start_slot)."""
-        return self._start_slot(group, group.settings.ping_period)
-
-    def _start_slot(self, group: Group, period: float) -> float:
-        """When a group gets its first probes (period: the ping period) or its first INFO
-        (the INFO period): spread from the watcher's start by a hash of the group's name, so
-        that a watcher starting with a thousand primaries does not open every connection
-        and send every probe and INFO at once (and they stay spread after that). The spread
-        is one whole period from _START_SPREAD_GROUPS groups on and proportionally less
-        below: a watcher of one group starts at once, as it always did. Once the watcher
-        has run for a period, the slot is past: instances found later, and groups added by
-        a reload, are probed and asked at once."""
-        share = min(1.0, (len(self._order) - 1) / _START_SPREAD_GROUPS)
-        return self._started_at + election.jitter("first-probe", group.name) * share * period
 
     def _on_probe_result(self, event: ProbeReply | ProbeFailed) -> None:
         group = self._groups.get(event.primary)
@@ -878,7 +739,7 @@ class Watcher:
                 inst.info_asked_at = None  # the answer was lost; ask again below
             last_info = max(inst.info_at or -1e18, inst.info_failed_at or -1e18)
             if last_info == -1e18:  # never asked: the first INFO waits for its start-up slot
-                last_info = self._start_slot(group, info_period) - info_period
+                last_info = self._schedule.start_slot(group, info_period) - info_period
             if inst.info_asked_at is None and now - last_info >= info_period:
                 self._ask_info(group, inst)
 

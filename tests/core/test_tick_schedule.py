@@ -34,9 +34,9 @@ class EveryGroupEveryTick(CheckedWatcher):
     which the real watcher waits for too, except in hold and after a reload)."""
 
     def _groups_to_visit(self, now: float) -> list[Group]:
-        every = self.in_hold or self.settings is not self._scheduled_for
+        every = self.in_hold or not self._schedule.is_current(self.settings)
         super()._groups_to_visit(now)  # keeps the real bookkeeping going; its answer is ignored
-        return [g for g in self._groups.values() if every or now >= self._first_visit_at(g)]
+        return [g for g in self._groups.values() if every or now >= self._schedule.first_visit_at(g)]
 
 
 class CountingWatcher(CheckedWatcher):
