@@ -513,9 +513,8 @@ class Daemon:
 
     def _request_stop(self) -> None:
         self._stop.set()
-        waiter = self._nap_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self._nap_waiter is not None:
+            _wake(self._nap_waiter)
 
     async def _nap(self, delay: float) -> None:
         """Wait `delay` seconds, or less if a stop is requested. A bare future and one timer:

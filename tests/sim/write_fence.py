@@ -168,12 +168,10 @@ class WriteFence:
     def _late_unread_replica(self, interval: Interval, p: Promotion, now: float) -> str:
         """A replica that joined the old primary after the promotion, unread by the leader:
         excused when the overlap left after the leader's first read of it is within SLACK."""
-        world = self.world
         for old_name in interval.nodes:
-            old = world.node_by_name.get(old_name)
-            if old is None or old_name == p.node:
+            if old_name == p.node:
                 continue
-            for r in world.nodes:
+            for r in self.world.nodes:
                 # Its acks are gone by now (the repoint that ends the overlap frees them).
                 joined = self.attached_at.get((old_name, r.name))
                 if joined is None or not p.t < joined < now:
