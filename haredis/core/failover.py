@@ -9,8 +9,10 @@ below; any other outcome ends the attempt with an abort event and a randomised b
     ELECTION   asked every peer for its vote in a new epoch          WON, LOST (timeout),
                                                                      SUPERSEDED (higher epoch)
     SELECT     re-read INFO of every replica, rank them, wait a      SELECTED, NO_CANDIDATE,
-               bounded time for the best to be within max_lag_bytes  SUPERSEDED, RECOVERED
-               (and, with fencing, for the old primary's lease)
+               bounded time for the best to be within max_lag_bytes  SUPERSEDED, RECOVERED,
+               (and, with fencing, for the old primary's lease),     MAJORITY_LOST
+               and for a majority of watchers, freshly heard, that
+               still find the primary down
     PROMOTE    REPLICAOF NO ONE + CLIENT KILL + ROLE in one step     PROMOTED, UNCERTAIN
                (any failure is UNCERTAIN: the command may have run)
     VERIFY     the promote step failed midway: poll INFO of the      PROMOTED, REFUSED,
@@ -58,6 +60,7 @@ class Trigger(enum.Enum):
     GAVE_UP = "gave_up"
     RECONFIGURED = "reconfigured"
     RECOVERED = "recovered"
+    MAJORITY_LOST = "majority_lost"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(Phase.SELECT, Trigger.NO_CANDIDATE, None, "-failover-abort-no-good-slave", aborted=True),
     Transition(Phase.SELECT, Trigger.SUPERSEDED, None, "-failover-abort-superseded", aborted=True),
     Transition(Phase.SELECT, Trigger.RECOVERED, None, "-failover-abort-primary-recovered", aborted=True),
+    Transition(Phase.SELECT, Trigger.MAJORITY_LOST, None, "-failover-abort-majority-lost", aborted=True),
     Transition(Phase.PROMOTE, Trigger.PROMOTED, Phase.RECONF, "+failover-state-reconf-slaves"),
     Transition(Phase.PROMOTE, Trigger.UNCERTAIN, Phase.VERIFY, "+failover-state-wait-promotion"),
     Transition(Phase.VERIFY, Trigger.PROMOTED, Phase.RECONF, "+failover-state-reconf-slaves"),
@@ -122,6 +126,7 @@ class Failover:
     refusals: set[str] = field(default_factory=set)  # voters that answered no in this epoch
     old_primary: Address | None = None
     fence_wait_started: float | None = None  # when SELECT began waiting out the write fence
+    majority_wait_started: float | None = None  # when SELECT began waiting for a fresh majority
     target: Address | None = None
     select_asked_at: float | None = None  # when fresh INFO was requested for selection
     select_frozen: bool = False  # that request froze (detached) the replicas first

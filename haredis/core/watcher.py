@@ -15,7 +15,11 @@ the primary's INFO. For every group it:
    (election.py).
 4. FAILS OVER as the leader, following the table in failover.py: select the freshest
    eligible replica (selection.py), promote and confirm it, commit the new topology under
-   the failover epoch (config_epoch), publish it, then repoint the other replicas.
+   the failover epoch (config_epoch), publish it, then repoint the other replicas. Just
+   before promoting, the leader must still hear a majority of watchers (itself included)
+   say the primary is down, in views sent within the last down_after: selection can last
+   seconds (the fence wait), and a leader cut off meanwhile on the minority side of a
+   partition must not replace a primary the majority reaches again.
 5. CONVERGES: a topology with a higher config epoch, heard from any peer, replaces ours.
    A stray primary (a returning old primary) or a replica following the wrong primary is
    reconfigured after `convert_after` (at once with fencing: a node it acks may take writes),
@@ -37,7 +41,8 @@ Invariants this module maintains (the simulator checks them from outside):
 * at most one vote per (primary, epoch), and it is durable before the reply goes out;
 * epochs and config epochs never decrease, across restarts (they are durable);
 * a failover starts only from an objectively down primary (or an operator's command) and
-  acts only after a majority of all configured watchers voted for it;
+  acts only after a majority of all configured watchers voted for it, and promotes only
+  while a majority, freshly heard, still finds the primary down;
 * the new topology is durable and only then visible (PersistState leads every batch).
 """
 
@@ -1125,6 +1130,22 @@ class Watcher:
                 return
             self._fire(group, Trigger.NO_CANDIDATE)
             return
+        if not fo.forced and not self._majority_still_sees_down(group):
+            # Elected seconds ago (the fence wait), the leader may since have been cut off
+            # with a minority while the others reach the primary again; their "up" cannot
+            # reach us through the cut, so what we need is positive and fresh: a majority
+            # saying down now (simulator seed 1016693: a leader that heard only 2 of 5
+            # watchers promoted a replica of a primary the other 3 reached). Give a late
+            # heartbeat the time to arrive before giving up.
+            if fo.majority_wait_started is None:
+                fo.majority_wait_started = now
+                self._emit(Publish("+majority-wait", describe(group, group.address)))
+            if now - fo.majority_wait_started < self._majority_window(group) + self.settings.opinion_ttl:
+                if waited >= s.ping_period:
+                    self._begin_selection(group)
+                return
+            self._fire(group, Trigger.MAJORITY_LOST)
+            return
         fo.target = choice.address
         fo.target_offset = choice.offset
         # How many replicas answered this round (frozen, or read): "promoted while it could
@@ -1333,6 +1354,24 @@ class Watcher:
         return Gossip(
             self.name, self.in_hold, views, sent_ms=int(self._now * 1000), echoes=self._peers.echoes()
         )
+
+    def _majority_window(self, group: Group) -> float:
+        # down_after: how stale an opinion the failure detector itself tolerates; at least
+        # two heartbeats, since a peer echoes our stamp only in its next gossip.
+        return max(group.settings.down_after, 2 * self.settings.gossip_period)
+
+    def _majority_still_sees_down(self, group: Group) -> bool:
+        """A majority of all watchers, this one included, say the primary is down in views
+        sent within the majority window: each echoes a gossip of ours from that window, so
+        a view the network held back through a partition does not count."""
+        if not group.primary_down or self.in_hold:
+            return False
+        window = self._majority_window(group)
+        since_ms = int((self._now - window) * 1000)
+        views = self._peers.fresh_views(group.name, self._now, window, echoing_since_ms=since_ms)
+        peers = self._peers.peers
+        agree = 1 + sum(1 for name, view in views if view.says_down and not peers[name].in_hold)
+        return agree >= self.settings.majority
 
     def _majority_current(self, group: Group, since: float) -> bool:
         """A majority of watchers share our config epoch and none knows newer, in views they

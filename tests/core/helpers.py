@@ -57,6 +57,8 @@ NAME = "mymaster"
 P = Address("10.0.0.1", 6379)
 R1 = Address("10.0.0.2", 6379)
 R2 = Address("10.0.0.3", 6379)
+# Rig.gossip's default echo: the stamp of the watcher's latest gossip, as a live peer sends.
+LATEST_STAMP = -1
 
 
 def primary_settings(**overrides: object) -> PrimarySettings:
@@ -281,7 +283,7 @@ class Rig:
         address: Address = P,
         in_hold: bool = False,
         leading_epoch: int = 0,
-        echo_ms: int | None = None,
+        echo_ms: int | None = LATEST_STAMP,
     ) -> list[Action]:
         view = PrimaryGossip(
             name=NAME,
@@ -291,7 +293,11 @@ class Rig:
             address=address,
             leading_epoch=leading_epoch,
         )
-        # A peer echoes the latest send stamp it has had from us (None: it has had none).
+        # A peer echoes the latest send stamp it has had from us (None: it has had none); by
+        # default, like a live peer on a working network, the stamp of our latest gossip.
+        if echo_ms == LATEST_STAMP:
+            sent = self.gossips()
+            echo_ms = sent[-1].sent_ms if sent else None
         echoes = ((self.watcher.name, echo_ms),) if echo_ms is not None else ()
         gossip = Gossip(sender, in_hold, (view,), sent_ms=int(self.now * 1000), echoes=echoes)
         return self.handle(GossipReceived(now=self.now, gossip=gossip))

@@ -67,6 +67,7 @@ def fail_over(rig: Rig) -> None:
     crashed_and_odown(rig)
     [request] = rig.vote_requests()
     rig.grant("w2", request.epoch)
+    rig.gossip("w2", says_down=True)  # its heartbeat: the leader promotes only on fresh word
     rig.run_until(lambda: rig.events("+failover-end"), limit=3.0)
 
 
@@ -557,6 +558,7 @@ def test_a_refused_promotion_aborts_before_any_commit() -> None:
     crashed_and_odown(rig)
     [request] = rig.vote_requests()
     rig.grant("w2", request.epoch)
+    rig.gossip("w2", says_down=True)
     rig.run_until(lambda: rig.events("-failover-abort-slave-timeout"), limit=3.0)
     assert rig.events("+failover-state-wait-promotion")  # it checked INFO: still a replica
     assert rig.events("+switch-master") == [] and rig.promotes == []
@@ -587,6 +589,7 @@ def test_snapshot_fields_follow_a_failover() -> None:
     rig.grant("w2", request.epoch)
     assert rig.view().leader == "w1"
     assert rig.view().failover_state in ("select_slave", "send_slaveof_noone", "reconf_slaves")
+    rig.gossip("w2", says_down=True)
     rig.run_until(lambda: rig.events("+failover-end"), limit=3.0)
     view = rig.view()
     assert view.failover_state == "none" and view.failover_epoch == 0

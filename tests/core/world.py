@@ -92,6 +92,8 @@ class World:
     # (watcher, node) pairs cut apart: a partition between some watchers and a node.
     cut_pairs: set[tuple[str, Address]] = field(default_factory=set)
     freezes: list[tuple[float, str, Address]] = field(default_factory=list)
+    # Pairs of watchers that cannot hear each other (gossip and votes are dropped both ways).
+    watcher_cuts: set[frozenset[str]] = field(default_factory=set)
     # The highest offset of each history that a replica acknowledged (what WAIT 1 confirmed),
     # and the offset each promoted replica's new history forked from its old one.
     acked: dict[str, int] = field(default_factory=dict)
@@ -151,6 +153,16 @@ class World:
             if following and replica.alive and not replica.paused:
                 replica.offset = node.offset
                 self.acked[node.replid] = max(self.acked.get(node.replid, 0), node.offset)
+
+    def split_watchers(self, side: set[str]) -> None:
+        """Cut the watchers in `side` off from all the others (each side still talks within)."""
+        self.watcher_cuts = {frozenset((a, b)) for a in side for b in self.watchers if b not in side}
+
+    def heal_watchers(self) -> None:
+        self.watcher_cuts = set()
+
+    def _hears(self, sender: str, receiver: str) -> bool:
+        return frozenset((sender, receiver)) not in self.watcher_cuts
 
     def stop_watcher(self, name: str) -> None:
         self.down_watchers.add(name)
@@ -243,14 +255,15 @@ class World:
                     )
             case SendGossip(gossip, to):
                 for other in self.watchers:
-                    if other != name and (to is None or to == other):
+                    if other != name and (to is None or to == other) and self._hears(name, other):
                         self._later(0.001, other, GossipReceived(now=now, gossip=gossip))
             case RequestVotes(request):
                 for other in self.watchers:
-                    if other != name:
+                    if other != name and self._hears(name, other):
                         self._later(0.001, other, VoteRequested(now=now, request=request))
             case SendVoteReply(to, reply):
-                self._later(0.001, to, VoteReplied(now=now, reply=reply))
+                if self._hears(name, to):
+                    self._later(0.001, to, VoteReplied(now=now, reply=reply))
             case Promote(primary, address, epoch, _, fence_old, _):
                 node = self.nodes[address]
                 ok = node.alive and not node.paused

@@ -239,6 +239,10 @@ class Checker:
         if channel == "+fence-wait":
             self.fence_wait_at[host.name] = self.world.sched.now
             self.covered("fence-waits")
+        elif channel == "+majority-wait":
+            self.covered("majority-waits")
+        elif channel == "-failover-abort-majority-lost":
+            self.covered("majority-lost")
         elif channel == "+elected-leader":
             self._on_elected(host, self._primary_of(action.message))
         elif channel == "+switch-master":

@@ -687,3 +687,15 @@ def test_a_replica_joining_the_old_primary_out_of_the_leaders_reach_is_excused_n
     assert result.violations == (), result.violations
     assert dict(result.coverage).get("fence-excused-late-unread-replica") == 1
     assert world.checker.write_fence.longest > SLACK
+
+
+def test_a_leader_cut_off_with_a_minority_during_its_fence_wait_does_not_promote() -> None:
+    """Seed 1016693 (a 20,000-seed soak): w1 won epoch 3 with a majority, then waited out the
+    old primary's lease for 3.8 s; a partition meanwhile left it hearing 2 of 5 watchers
+    while the old primary woke up on the other side, and it promoted a replica of a primary
+    three watchers reached (invariant 6). It now waits for a fresh majority, then gives up."""
+    world = World(1016693)
+    result = world.run()
+    assert result.violations == (), result.violations
+    coverage = dict(result.coverage)
+    assert coverage.get("majority-waits") == 1 and coverage.get("majority-lost") == 1
