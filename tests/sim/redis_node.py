@@ -13,6 +13,9 @@ The model, close to Redis 7:
   paused or cut-off master is silent: replicas notice after `repl_timeout` (like Redis's
   repl-timeout) but their offsets stop moving immediately.
 - REPLICAOF NO ONE starts a new history: replid2 = old replid, second_offset = offset.
+- A replica may follow a replica (a chain): it gets the same stream, but a new (P)SYNC to a
+  replica whose own master link is down is refused (Redis's -NOMASTERLINK), so a loop of
+  replicas never syncs.
 - Write fencing (min-replicas-to-write N / min-replicas-max-lag M, set by the watchers'
   `Fence` action and forgotten on restart): a replica acks its master from its
   replicationCron, once a second, while its link is up and the network carries
@@ -773,6 +776,12 @@ class FakeRedis:
                 self._acked(m)
             return
         if not self.link_up:
+            if m.role is Role.REPLICA and not m.link_up:
+                # Redis refuses SYNC/PSYNC from a replica whose own master link is not up
+                # (-NOMASTERLINK) and the replica retries later: a chain must reach a primary
+                # before data flows. Without this, two replicas pointed at each other (two
+                # leaders' reconfigurations crossing) synced from each other (seed 1014004).
+                return
             moff = m.offset()
             off = self.offset()
             same = self.replid == m.replid or (self.replid == m.replid2 and off <= m.second_offset)
