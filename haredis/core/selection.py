@@ -10,7 +10,8 @@ Excluded (each with the reason an operator sees in `haredis failover --dry-run`)
                   before the fork (see _stray_ancestor: those are candidates)
   priority 0      replica-priority 0 means "never promote me"
   link down       its link to the primary has been down longer than `max_link_down` (not
-                  one that follows nothing: a freeze detached it, its data is as it was)
+                  one that follows nothing: a freeze detached it, its data is as it was;
+                  not the stranded configured primary itself: its data is the reference)
   other history   its data is not a prefix of the primary's replication history (see
                   _same_history): its offsets mean nothing here
 Ranked: lower priority first, then higher replication offset, then smaller run id (an
@@ -41,6 +42,10 @@ class Candidate:
     # newest promotion demoted the new primary under the old one, then the newest topology
     # was agreed; nothing else was eligible and no failover could start).
     primary_synced_from: bool = False
+    # The configured primary itself, demoted into a replica that nothing feeds (see the
+    # watcher's _stranded_primary): its data is the history's own, however long its link has
+    # been down, so re-promoting it loses nothing.
+    stranded_primary: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +78,12 @@ def _same_history(info: InstanceInfo, history: History) -> bool:
     * Its own replid2 is the primary's replid: it was PROMOTED away from the primary's
       history at some point and may have taken writes: excluded.
     * The primary's replid is not known yet (a topology learned from a peer): a replica
-      that already resynced to it shows the predecessor as its replid2: yes.
+      that already resynced to it shows the predecessor as its replid2: yes, if it switched
+      at or before the fork (its own second_repl_offset is its offset at the switch + 1;
+      Redis always reports it with a replid2, so -1 means a reply that lacks it). A
+      node promoted from the same predecessor later than ours (a competing leader's
+      promotion: simulator seed 1014004) shows the same replid2 with a later switch: a
+      sibling history that diverged from ours.
     * Nothing known (first start): no history to hold anyone to."""
     if not history.replid and not history.replid2:
         return True
@@ -81,7 +91,12 @@ def _same_history(info: InstanceInfo, history: History) -> bool:
         return True
     if info.replid and info.replid == history.replid2:
         return history.fork < 0 or info.offset < history.fork
-    return not history.replid and bool(history.replid2) and info.replid2 == history.replid2
+    return (
+        not history.replid
+        and bool(history.replid2)
+        and info.replid2 == history.replid2
+        and (history.fork < 0 or info.second_repl_offset < 0 or info.second_repl_offset <= history.fork)
+    )
 
 
 def _stray_ancestor(info: InstanceInfo, history: History, *, past_fork: bool) -> bool:
@@ -125,7 +140,12 @@ def _exclusion(
     # its link is down on purpose and its data is as of the freeze. When the leader that
     # froze it died before repointing it, it must stay a candidate for the next attempt
     # (chaos schedule:1011: excluded for "link down", no candidate was left).
-    if not info.link_up and info.link_down_seconds > max_link_down and info.master is not None:
+    if (
+        not info.link_up
+        and info.link_down_seconds > max_link_down
+        and info.master is not None
+        and not c.stranded_primary
+    ):
         return f"link down {info.link_down_seconds:.0f}s"
     if not (
         _same_history(info, history)

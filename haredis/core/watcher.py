@@ -53,6 +53,7 @@ from dataclasses import replace
 
 from haredis.core import election, selection
 from haredis.core.actions import (
+    FREEZE_TARGET,
     Action,
     Fence,
     PersistState,
@@ -964,7 +965,7 @@ class Watcher:
         assert fo is not None
         fo.select_asked_at = self._now
         fo.select_frozen = freeze and not fo.switchover
-        for inst in group.replicas():
+        for inst in self._selection_pool(group):
             if not inst.detector.down:
                 self._ask_info(group, inst, freeze=fo.select_frozen)
                 if fo.select_frozen:
@@ -1038,6 +1039,18 @@ class Watcher:
             )
             for inst in group.replicas()
         ]
+        stranded = self._stranded_primary(group)
+        if stranded is not None:
+            candidates.append(
+                selection.Candidate(
+                    address=stranded.address,
+                    down=stranded.detector.down,
+                    reachable=stranded.detector.last_outcome_ok,
+                    info=stranded.info,
+                    info_age=None if stranded.info_at is None else now - stranded.info_at,
+                    stranded_primary=True,
+                )
+            )
         # During selection only INFO read after we asked counts; otherwise a few periods.
         max_info_age = max(0.0, now - fresh_after) if fresh_after is not None else 3 * s.info_period
         primary_det = group.instances[group.address].detector
@@ -1050,6 +1063,49 @@ class Watcher:
             max_link_down=down_for + _LINK_DOWN_FACTOR * s.down_after,
             primary_lost_data=group.restarted_empty,
         )
+
+    def _stranded_primary(self, group: Group) -> Instance | None:
+        """Our primary, if it was demoted into a replica that nothing feeds: its fresh INFO
+        (read since it became ours) says replica, link down, following nothing (a freeze) or
+        a node whose fresh INFO says replica with its link down too (a loop: two leaders'
+        repointings crossed; a chain that reaches a primary is up and will resync it).
+        Its data is then still our history's own, and no other node may hold it: re-promoting
+        it is a failover candidate like a replica (simulator seed 1014004: epoch 3's leader
+        repointed epoch 4's fresh primary to its own pick, which epoch 4 then repointed to
+        it; Redis refuses to sync from a replica with no master link, so neither moved, and
+        no replica was on epoch 4's history). One following a primary is not stranded: it
+        resyncs from it, and that node is adopted instead (see Candidate)."""
+        primary = group.instances[group.address]
+        info = primary.info
+        horizon = 3 * group.settings.info_period
+        if (
+            info is None
+            or primary.info_at is None
+            or info.role is not Role.REPLICA
+            or info.link_up
+            or self._now - primary.info_at > horizon
+            or (group.last_failover_at is not None and primary.info_at <= group.last_failover_at)
+        ):
+            return None
+        if info.master is None or info.master == FREEZE_TARGET:
+            return primary
+        source = group.instances.get(info.master)
+        if (
+            source is None
+            or source.info is None
+            or source.info_at is None
+            or self._now - source.info_at > horizon
+            or source.info.role is not Role.REPLICA
+            or source.info.link_up
+        ):
+            return None
+        return primary
+
+    def _selection_pool(self, group: Group) -> list[Instance]:
+        """The instances a selection reads: the replicas, and our primary when stranded."""
+        stranded = self._stranded_primary(group)
+        replicas = group.replicas()
+        return replicas if stranded is None else [*replicas, stranded]
 
     def _try_select(self, group: Group) -> None:
         fo = group.failover
@@ -1071,7 +1127,7 @@ class Watcher:
         waited = now - fo.select_asked_at
         pending = [
             inst
-            for inst in group.replicas()
+            for inst in self._selection_pool(group)
             if not inst.detector.down
             and (inst.info_at is None or inst.info_at < fo.select_asked_at)
             and (inst.info_failed_at is None or inst.info_failed_at < fo.select_asked_at)
@@ -1511,8 +1567,14 @@ class Watcher:
         d = group.durable
         if d.replid or not view.replid:
             # We read the primary's own INFO (the truth), or the peer knows no more than we.
-            if not d.replid and d.fork < 0 and view.fork >= 0 and view.replid2 == d.replid2:
-                self._set_history(group, d.replid, d.replid2, view.fork)
+            if not d.replid and d.fork < 0 and view.fork >= 0 and view.replid2:
+                # Ours is only _switch's guess (the new primary descends from the one we
+                # had), the peer's names the fork point: the leader's record of what it
+                # promoted from, read from the target. The guess is wrong when the new
+                # topology came from a competing leader (simulator seed 1014004: the leader
+                # of epoch 3 guessed epoch 4's primary descended from its own, and promoted
+                # a replica that had diverged from it).
+                self._set_history(group, d.replid, view.replid2, view.fork)
             return
         self._set_history(group, view.replid, view.replid2, view.fork)
 

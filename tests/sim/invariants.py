@@ -12,7 +12,8 @@
                     persisted self-vote) from at least a majority of all configured watchers
                     and at least quorum; a watcher cut off on a minority side for the whole
                     election never leads.
- 5 promotion-choice the promoted node exists, is not the primary it replaces, has priority > 0,
+ 5 promotion-choice the promoted node exists, is not the primary it replaces (unless that one
+                    was demoted to a replica), has priority > 0,
                     holds data on the same history as that primary (neither has diverged), and
                     is the freshest of the eligible replicas the leader could reach (see
                     `_freshness` for when that comparison is exact).
@@ -389,12 +390,15 @@ class Checker:
             return
         if old_addr is None:
             return
-        if action.address == old_addr:
+        if action.address == old_addr and (not cand.alive or cand.role is not Role.REPLICA):
             self.fail(
                 "5-promotion-choice",
                 f"{host.name} promoted {cand.name} {action.address}, the primary it replaces",
             )
             return
+        # The primary it replaces may be promoted again once it was demoted (to a replica
+        # that nothing feeds, the core's _stranded_primary): its data is the history itself,
+        # and the checks below still hold it to the freshest rival on that history.
         if cand.priority == 0:
             self.fail(
                 "5-promotion-choice", f"{host.name} promoted {cand.name} {action.address} with priority 0"

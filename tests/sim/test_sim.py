@@ -251,6 +251,13 @@ KILL = (Fault(10.0, "kill", None, "r0"),)
             scenario(seed=14, priorities=(0, 100), repl_periods=(0.02, 0.3), faults=KILL),
             "5-promotion-choice",
         ),
+        # Re-promoting the old primary is allowed only once it was demoted to a replica (seed
+        # 1014004); one that is still a master (here paused) is not a promotion.
+        (
+            "promote-primary",
+            scenario(seed=19, down_after=1.0, faults=(Fault(10.0, "pause", 10.0, "r0"),)),
+            "5-promotion-choice",
+        ),
         (
             "vote-while-up",
             scenario(
@@ -687,6 +694,25 @@ def test_a_replica_joining_the_old_primary_out_of_the_leaders_reach_is_excused_n
     assert result.violations == (), result.violations
     assert dict(result.coverage).get("fence-excused-late-unread-replica") == 1
     assert world.checker.write_fence.longest > SLACK
+
+
+def test_a_primary_stranded_in_a_loop_of_replicas_is_promoted_again() -> None:
+    """Seed 1014004 (a 20,000-seed soak): epoch 3's leader demoted epoch 4's fresh primary r2
+    to follow its own pick r3, which epoch 4's leader then repointed to r2. The fake Redis let
+    each sync from the other (Redis refuses: -NOMASTERLINK), which no watcher could repair
+    (liveness). Modelled as Redis does, neither moves and r2 alone holds epoch 4's history:
+    it is promoted again, and r3, promoted from the same parent later, is not (invariant 5)."""
+    world = World(1014004)
+    world.faults.schedule()
+    world.sched.run_until(13.0)
+    r2, r3 = world.node_by_name["r2"], world.node_by_name["r3"]
+    assert (r2.master, r3.master) == (r3.address, r2.address)
+    assert not r2.link_up and not r3.link_up and r2.replid != r3.replid
+    world.sched.run_until(world.config.end)
+    world.checker.final()
+    assert world.checker.violations == [], world.checker.violations
+    promoted = [(epoch, node) for _, _, epoch, node, _ in world.promotions]
+    assert promoted[:4] == [(2, "r1"), (3, "r3"), (4, "r2"), (5, "r2")], promoted
 
 
 def test_a_leader_cut_off_with_a_minority_during_its_fence_wait_does_not_promote() -> None:

@@ -63,6 +63,7 @@ BUGS = (
     "one-vote-wins",
     "vote-while-up",
     "no-lease-wait",
+    "promote-primary",
 )
 FENCE_RESEND = 5.0
 
@@ -407,6 +408,8 @@ class ToyWatcher:
             return
         cands.sort(key=lambda c: (-c[0], c[1]))
         pick = cands[-1] if "stale-pick" in self.bugs else cands[0]
+        if "promote-primary" in self.bugs:
+            pick = (0, "", old)  # "promotes" the primary it replaces, still a master
         p.candidate = pick[2]
         p.state = "promoting"
         p.deadline = self.now + p.settings.failover_timeout
