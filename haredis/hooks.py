@@ -39,29 +39,40 @@ The HTTP client is a minimal HTTP/1.1 one on asyncio streams (``Connection: clos
 ``submit()`` never blocks and never raises: the daemon calls it from its synchronous publish
 path. Secrets never reach a log, and neither does a webhook's path or query (they often hold a
 token): logs name a webhook by its index and ``scheme://host:port``.
+
+This module is the orchestrator (queues, workers, lifecycle). What an event triggers is in
+``haredis.hook_policy``, running one script in ``haredis.hook_script``, one webhook POST in
+``haredis.hook_webhook``; the names tests use are re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
-import json
 import logging
-import os
-import signal
 import ssl
 import time
-import urllib.parse
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from haredis import __version__
-from haredis.config import WARNING_EVENTS, HooksConfig, Secret, WebhookConfig
+from haredis.config import HooksConfig
+from haredis.hook_policy import (
+    NO_INSTANCE_EVENTS,
+    is_warning,
+    master_of,
+    notification_argv,
+    reconfig_argv,
+    retry_delay,
+    script_env,
+    script_should_retry,
+    sign,
+    webhook_body,
+    webhook_should_retry,
+)
+from haredis.hook_script import KILL_WAIT, ScriptResult, ScriptRunner, kill_group, run_script
+from haredis.hook_webhook import Delivery, HttpError, HttpPost, Webhook, post, request_headers
 from haredis.log import kv
 
 __all__ = [
@@ -88,141 +99,6 @@ log = logging.getLogger("haredis.hooks")
 
 MAX_RUNNING: Final = 16  # scripts running at once (Sentinel: SENTINEL_SCRIPT_MAX_RUNNING)
 SCRIPT_QUEUE_SIZE: Final = 256  # jobs queued, running ones included (SENTINEL_SCRIPT_MAX_QUEUE)
-# WARNING events published without an instance: Sentinel runs no script for them.
-NO_INSTANCE_EVENTS: Final = frozenset({"+tilt", "-tilt", "-script-error", "-script-timeout"})
-
-_MAX_OUTPUT: Final = 4096  # bytes kept of a script's stdout, and of its stderr
-_MAX_DELAY: Final = 86_400.0  # no backoff longer than a day, whatever the retry count
-_KILL_WAIT: Final = 5.0  # after SIGKILL, how long to wait for the exit to be reaped
-_OUTPUT_WAIT: Final = 1.0  # after the kill, how long the output pipes may take to close
-_ENV_KEEP: Final = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR")
-_DEFAULT_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
-_MAX_LINE: Final = 8192  # longest HTTP status or header line read
-_MAX_HEADERS: Final = 100
-_MAX_SNIPPET: Final = 256  # bytes of an error answer's body kept for the log
-_CLOSE_WAIT: Final = 1.0  # bound on an HTTP connection's orderly close
-
-
-# ------------------------------------------------------------------------ pure helpers
-
-
-def is_warning(event: str) -> bool:
-    """A WARNING-level event (Sentinel's levels, plus haredis's own abort and maintenance)."""
-    return event in WARNING_EVENTS or event.startswith("-failover-abort-")
-
-
-def master_of(event: str, message: str) -> str | None:
-    """The master an event is about, from its message: ``+switch-master <name> …`` (and
-    ``+failover-summary <name> …``), an
-    instance description ``master <name> <ip> <port>``, or ``… @ <master> …`` for a replica or
-    a watcher. None for events about no master (``+tilt``, ``+new-epoch``…)."""
-    words = message.split()
-    if event in ("+switch-master", "+failover-summary"):
-        return words[0] if words else None
-    if "@" in words:
-        index = words.index("@")
-        return words[index + 1] if index + 1 < len(words) else None
-    if len(words) >= 2 and words[0] == "master":
-        return words[1]
-    return None
-
-
-def _clean(text: str) -> str:
-    # execve cannot pass a NUL byte; everything else goes through as is (no shell to escape).
-    return text.replace("\x00", "")
-
-
-def notification_argv(script: str | os.PathLike[str], event: str, message: str) -> tuple[str, ...] | None:
-    """Sentinel's notification script call, or None when this event runs no script."""
-    if not is_warning(event) or event in NO_INSTANCE_EVENTS:
-        return None
-    return (os.fspath(script), _clean(event), _clean(message))
-
-
-def reconfig_argv(script: str | os.PathLike[str], message: str, *, leader: bool) -> tuple[str, ...] | None:
-    """Sentinel's client-reconfig script call for ``+switch-master <name> <oldip> <oldport>
-    <newip> <newport>``: ``<master> <leader|observer> start <from-ip> <from-port> <to-ip>
-    <to-port>``. None when the message does not have that shape."""
-    words = message.split()
-    if len(words) != 5:
-        return None
-    name, old_ip, old_port, new_ip, new_port = (_clean(w) for w in words)
-    role = "leader" if leader else "observer"
-    return (os.fspath(script), name, role, "start", old_ip, old_port, new_ip, new_port)
-
-
-def script_should_retry(returncode: int | None) -> bool:
-    """Exit 1 or killed by a signal: retry later (Sentinel). Exit 0 or >= 2, or a script that
-    could not be started (None): do not."""
-    return returncode is not None and (returncode == 1 or returncode < 0)
-
-
-def retry_delay(base: float, retry_num: int) -> float:
-    """The wait before retry number ``retry_num`` (1, 2, …): base, 2 base, 4 base…"""
-    if retry_num < 1 or base <= 0:
-        return max(0.0, base)
-    exponent = min(retry_num - 1, 64)
-    return min(base * (2.0**exponent), _MAX_DELAY)
-
-
-def webhook_should_retry(status: int | None) -> bool:
-    """None (no answer: connection error, timeout, garbage) or 5xx: retry. Anything else:
-    delivered (2xx) or refused for good (3xx, 4xx)."""
-    return status is None or status >= 500
-
-
-def script_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment scripts run with: locale, time zone, PATH and who we are; nothing
-    else (no NOTIFY_SOCKET, no CREDENTIALS_DIRECTORY, no secrets)."""
-    source = os.environ if environ is None else environ
-    env = {key: value for key, value in source.items() if key in _ENV_KEEP or key.startswith("LC_")}
-    env.setdefault("PATH", _DEFAULT_PATH)
-    return env
-
-
-def webhook_body(
-    *,
-    event: str,
-    message: str,
-    master: str | None,
-    watcher: str,
-    epoch: int | None,
-    timestamp: float,
-    delivery_id: str,
-) -> bytes:
-    """The exact bytes POSTed (and signed)."""
-    document = {
-        "event": event,
-        "message": message,
-        "master": master,
-        "watcher": watcher,
-        "epoch": epoch,
-        "timestamp": timestamp,
-        "id": delivery_id,
-    }
-    return json.dumps(document, separators=(",", ":")).encode()
-
-
-def sign(secret: Secret, body: bytes) -> str:
-    """``X-Haredis-Signature`` value: ``sha256=`` and the hex HMAC-SHA256 of the body."""
-    digest = hmac.new(secret.reveal().encode(), body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
-
-
-# ------------------------------------------------------------------------ scripts
-
-
-@dataclass(frozen=True, slots=True)
-class ScriptResult:
-    """How one run ended. ``returncode`` as asyncio gives it (negative: killed by that
-    signal), None when the script could not be started at all."""
-
-    returncode: int | None
-    timed_out: bool = False
-    pid: int | None = None
-    stdout: bytes = b""
-    stderr: bytes = b""
-    error: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,138 +124,6 @@ class _Job:
         self.running = False
         self.pid: int | None = None
         self.started_at: float | None = None
-
-
-class _Capture(asyncio.Protocol):
-    """Reads one output pipe to its end, keeping the first ``limit`` bytes."""
-
-    def __init__(self, limit: int, closed: asyncio.Future[None]) -> None:
-        self.limit = limit
-        self.data = bytearray()
-        self.discarded = 0
-        self.closed = closed
-
-    def data_received(self, data: bytes) -> None:
-        room = self.limit - len(self.data)
-        if room > 0:
-            self.data += data[:room]
-        self.discarded += max(0, len(data) - max(room, 0))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    def text(self) -> bytes:
-        return bytes(self.data) + (b"..." if self.discarded else b"")
-
-
-def _factory(capture: _Capture) -> Callable[[], _Capture]:
-    return lambda: capture
-
-
-def _kill_group(pid: int) -> None:
-    # The script leads its own session and process group (start_new_session): this kills it
-    # and whatever it started that did not leave the group.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
-ScriptRunner = Callable[[tuple[str, ...], float], Awaitable[ScriptResult]]
-HttpPost = Callable[["Webhook", Mapping[str, str], bytes], Awaitable[int]]
-
-
-# ------------------------------------------------------------------------ webhooks
-
-
-class _HttpError(Exception):
-    """The server's answer is not HTTP we understand."""
-
-
-class _Delivery:
-    __slots__ = ("body", "event", "id")
-
-    def __init__(self, event: str, body: bytes, delivery_id: str) -> None:
-        self.event = event
-        self.body = body
-        self.id = delivery_id
-
-
-class Webhook:
-    """One ``[[hooks.webhooks]]`` target: its queue, its worker's counters."""
-
-    def __init__(self, config: WebhookConfig, index: int) -> None:
-        self.config = config
-        self.index = index
-        parts = urllib.parse.urlsplit(config.url)
-        self.tls = parts.scheme.lower() == "https"
-        self.host = parts.hostname or ""
-        self.port = parts.port or (443 if self.tls else 80)
-        self.host_header = parts.netloc
-        self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        # The path and query are left out of logs and metrics: they often carry a token.
-        self.name = f"{parts.scheme.lower()}://{self.host_header}"
-        self.queue: deque[_Delivery] = deque()
-        self.wake = asyncio.Event()
-        self.delivered = 0
-        self.failed = 0
-        self.dropped = 0
-        self.retried = 0
-
-    def __repr__(self) -> str:
-        return f"<Webhook webhooks[{self.index}] {self.name}>"
-
-    @property
-    def queued(self) -> int:
-        return len(self.queue)
-
-    def wants(self, event: str) -> bool:
-        return self.config.wants(event)
-
-    def request_head(self, headers: Mapping[str, str], length: int) -> bytes:
-        lines = [
-            f"POST {self.target} HTTP/1.1",
-            f"Host: {self.host_header}",
-            *(f"{name}: {_header_value(value)}" for name, value in headers.items()),
-            f"Content-Length: {length}",
-            "Connection: close",
-        ]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def _header_value(value: str) -> str:
-    return "".join(ch for ch in value if " " <= ch <= "~")
-
-
-async def _read_status(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """The final status of an HTTP/1.x answer (skipping 1xx), and a snippet of its body."""
-    while True:
-        line = await reader.readline()
-        if not line:
-            raise _HttpError("the connection closed before an answer")
-        words = line.decode("latin-1").rstrip("\r\n").split(" ", 2)
-        if len(words) < 2 or not words[0].startswith("HTTP/1.") or not words[1].isdigit():
-            raise _HttpError(f"not an HTTP/1.x status line: {line[:80]!r}")
-        status = int(words[1])
-        length: int | None = None
-        for _ in range(_MAX_HEADERS):
-            header = await reader.readline()
-            if header in (b"\r\n", b"\n", b""):
-                break
-            name, _, value = header.decode("latin-1").partition(":")
-            if name.strip().lower() == "content-length" and value.strip().isdigit():
-                length = int(value.strip())
-        else:
-            raise _HttpError("too many header lines")
-        if 100 <= status < 200:
-            continue
-        snippet = b""
-        if length and not 200 <= status < 300:
-            with contextlib.suppress(asyncio.IncompleteReadError):
-                snippet = await reader.readexactly(min(length, _MAX_SNIPPET))
-        return status, snippet
-
-
-# ------------------------------------------------------------------------ the object
 
 
 class Hooks:
@@ -506,7 +250,7 @@ class Hooks:
                 delivery_id=delivery_id,
             )
             for hook in wanting:
-                self._enqueue_delivery(hook, _Delivery(channel, body, delivery_id))
+                self._enqueue_delivery(hook, Delivery(channel, body, delivery_id))
 
     def _track(self, channel: str, master: str | None) -> bool:
         if master is None:
@@ -553,7 +297,7 @@ class Hooks:
         self._jobs.append(_Job(argv, kind))
         self._wake.set()
 
-    def _enqueue_delivery(self, hook: Webhook, delivery: _Delivery) -> None:
+    def _enqueue_delivery(self, hook: Webhook, delivery: Delivery) -> None:
         if len(hook.queue) >= hook.config.queue_size:
             old = hook.queue.popleft()
             hook.dropped += 1
@@ -600,12 +344,12 @@ class Hooks:
             reaping: set[asyncio.Task[None]] = set()
             for task, job in self._script_tasks.items():
                 if job.pid is not None:
-                    _kill_group(job.pid)
+                    kill_group(job.pid)
                     reaping.add(task)
             for task in self._tasks - reaping:
                 task.cancel()
             if reaping:
-                await asyncio.wait(reaping, timeout=_KILL_WAIT)
+                await asyncio.wait(reaping, timeout=KILL_WAIT)
             for task in self._tasks:
                 task.cancel()
             if self._tasks:
@@ -725,84 +469,13 @@ class Hooks:
             self._jobs.remove(job)
 
     async def _exec(self, job: _Job, timeout: float) -> ScriptResult:
-        """Run one script: execve(argv), no shell, bounded output, SIGKILL at the timeout."""
-        loop = asyncio.get_running_loop()
-        argv = job.argv
-        pipes: list[tuple[int, int]] = []
-        try:
-            for _ in range(2):
-                pipes.append(os.pipe())
-        except OSError as exc:  # out of descriptors
-            for r, w in pipes:
-                os.close(r)
-                os.close(w)
-            return ScriptResult(returncode=None, error=str(exc))
-        readers = [os.fdopen(r, "rb", buffering=0) for r, _ in pipes]
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=pipes[0][1],
-                stderr=pipes[1][1],
-                close_fds=True,
-                env=self._env,
-                cwd="/",
-                start_new_session=True,
-            )
-        except (OSError, ValueError) as exc:
-            for reader in readers:
-                reader.close()
-            return ScriptResult(returncode=None, error=str(exc))
-        finally:
-            for _, writer in pipes:
-                os.close(writer)
-        pid = process.pid
-        job.pid = pid
-        closed = [loop.create_future() for _ in readers]
-        captures = [_Capture(_MAX_OUTPUT, done) for done in closed]
-        transports: list[asyncio.BaseTransport] = []
-        timed_out = False
-        try:
-            for reader, capture in zip(readers, captures, strict=True):
-                transport, _ = await loop.connect_read_pipe(_factory(capture), reader)
-                transports.append(transport)
-            deadline = loop.time() + timeout
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await process.wait()
-            except TimeoutError:
-                timed_out = True
-                _kill_group(pid)
-                self._emit("-script-timeout", f"{argv[0]} {pid}")
-                async with asyncio.timeout(_KILL_WAIT):
-                    await process.wait()
-            # Anything the script left running still holds its output: it shares the deadline.
-            _, pending = await asyncio.wait(closed, timeout=max(0.0, deadline - loop.time()))
-            if pending:
-                _kill_group(pid)
-                await asyncio.wait(pending, timeout=_OUTPUT_WAIT)
-        except BaseException:
-            if process.returncode is None:
-                _kill_group(pid)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(_KILL_WAIT):
-                        await process.wait()
-            raise
-        finally:
-            for pipe_transport in transports:
-                pipe_transport.close()
-            for reader in readers[len(transports) :]:
-                reader.close()
-            for future in closed:
-                if not future.done():
-                    future.cancel()
-        return ScriptResult(
-            returncode=process.returncode,
-            timed_out=timed_out,
-            pid=pid,
-            stdout=captures[0].text(),
-            stderr=captures[1].text(),
-        )
+        def started(pid: int) -> None:
+            job.pid = pid
+
+        def timed_out(pid: int) -> None:
+            self._emit("-script-timeout", f"{job.argv[0]} {pid}")
+
+        return await run_script(job.argv, timeout, env=self._env, on_started=started, on_timeout=timed_out)
 
     # ------------------------------------------------------------------ webhooks
 
@@ -821,19 +494,8 @@ class Hooks:
                 hook.failed += 1
                 log.exception("hooks: webhook worker error", extra=kv(webhook=hook.index, url=hook.name))
 
-    def _headers(self, hook: Webhook, delivery: _Delivery) -> dict[str, str]:
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": f"haredis/{__version__}",
-            "X-Haredis-Event": delivery.event,
-            "X-Haredis-Delivery": delivery.id,
-        }
-        if hook.config.secret is not None:
-            headers["X-Haredis-Signature"] = sign(hook.config.secret, delivery.body)
-        return headers
-
-    async def _deliver(self, hook: Webhook, delivery: _Delivery) -> None:
-        headers = self._headers(hook, delivery)
+    async def _deliver(self, hook: Webhook, delivery: Delivery) -> None:
+        headers = request_headers(hook, delivery)
         attempt = 0
         base = hook.config.retry_delay_ms / 1000
         while True:
@@ -841,7 +503,7 @@ class Hooks:
             try:
                 status = await self._http_post(hook, headers, delivery.body)
                 problem = f"HTTP {status}"
-            except (OSError, TimeoutError, EOFError, ValueError, _HttpError) as exc:
+            except (OSError, TimeoutError, EOFError, ValueError, HttpError) as exc:
                 problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             except Exception as exc:
                 log.exception("hooks: webhook delivery failed", extra=kv(webhook=hook.index, url=hook.name))
@@ -870,40 +532,9 @@ class Hooks:
                 return
 
     async def _post(self, hook: Webhook, headers: Mapping[str, str], body: bytes) -> int:
-        """One POST; the status of the answer. Raises on connection errors and timeouts."""
-        timeout = hook.config.timeout_ms / 1000
-        context: ssl.SSLContext | None = None
-        if hook.tls:
-            if self._ssl_context is None:
-                self._ssl_context = ssl.create_default_context()
-            context = self._ssl_context
-        deadline = asyncio.get_running_loop().time() + timeout
-        async with asyncio.timeout_at(deadline):
-            reader, writer = await asyncio.open_connection(
-                hook.host,
-                hook.port,
-                ssl=context,
-                server_hostname=hook.host if context is not None else None,
-                limit=_MAX_LINE,
-            )
-        try:
-            async with asyncio.timeout_at(deadline):
-                writer.write(hook.request_head(headers, len(body)) + body)
-                await writer.drain()
-                status, snippet = await _read_status(reader)
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError, TimeoutError):
-                async with asyncio.timeout(_CLOSE_WAIT):
-                    await writer.wait_closed()
-        if snippet:
-            log.debug(
-                "hooks: webhook answer",
-                extra=kv(
-                    webhook=hook.index, url=hook.name, status=status, body=snippet.decode(errors="replace")
-                ),
-            )
-        return status
+        if hook.tls and self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        return await post(hook, headers, body, self._ssl_context)
 
 
 def _loop_time() -> float:
