@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from haredis.resp import ReplyParser, encode_command
-from haredis.server import RespServer
+from haredis.server import RespServer, _RateMeter
 
 DEADLINE = 5.0
 
@@ -119,3 +119,40 @@ async def test_instantaneous_ops_per_sec_rises_under_load_and_falls_back(server:
     # Idle: the 16-sample window (1.6 s) empties.
     await eventually(lambda: server.census().ops_per_sec == 0, "the rate to fall back to 0")
     await client.close()
+
+
+async def test_no_timer_task_samples_the_rates(server: RespServer) -> None:
+    # The instantaneous metrics are sampled when the server works anyway, not on a timer: an
+    # idle server has no task of its own waking up 10 times a second.
+    names = {task.get_name() for task in asyncio.all_tasks()}
+    assert "resp-rates" not in names
+    client = await connect(server)
+    for _ in range(3):
+        await client.call("PING")
+    assert server.stats.commands_processed >= 3
+    await client.close()
+
+
+def test_rate_meter_sampled_each_period_averages_the_ring() -> None:
+    meter = _RateMeter(samples=4, period=0.125)  # binary-exact times
+    for step in range(5):  # 50 per 125 ms: 400/s
+        meter.sample(50 * step, step * 0.125)
+    assert meter.rate == pytest.approx(400.0)
+
+
+def test_rate_meter_fills_the_periods_a_gap_skipped_with_the_mean_over_the_gap() -> None:
+    meter = _RateMeter(samples=4, period=0.125)
+    meter.sample(0, 0.0)
+    meter.sample(50, 0.25)  # two periods, 200/s over them: two slots of 200
+    assert meter.rate == pytest.approx(100.0)
+    meter.sample(50, 5.0)  # idle for longer than the ring: every slot 0
+    assert meter.rate == 0.0
+
+
+def test_rate_meter_ignores_a_sample_within_the_period() -> None:
+    meter = _RateMeter(samples=2, period=0.125)
+    meter.sample(0, 0.0)
+    meter.sample(1000, 0.0625)  # too soon: not a sample, the counter keeps accumulating
+    assert meter.rate == 0.0
+    meter.sample(1000, 0.125)
+    assert meter.rate == pytest.approx(4000.0)  # one slot of 8000/s, one of 0
