@@ -255,6 +255,10 @@ def watchers(farm: Farm, workdir: Path) -> Iterator[dict[System, int]]:
     """Start haredis and redis-sentinel on the farm; yields {system: RESP port}, and keeps the
     pids in :data:`PIDS`. Both are stopped on exit."""
     haredis_dir = workdir / "haredis"
+    # A reused --workdir must not hand a new run the last run's state: haredis would load the
+    # instances it knew (on ports the new farm gives to other roles) and never settle.
+    for stale in (haredis_dir, workdir / "sentinel"):
+        shutil.rmtree(stale, ignore_errors=True)
     haredis_dir.mkdir(parents=True, exist_ok=True)
     haredis_port = free_port()
     haredis = HaredisProc("scale", haredis_port, haredis_dir, haredis_config(farm, haredis_dir, haredis_port))
