@@ -41,27 +41,28 @@ import heapq
 import itertools
 import logging
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import Generic, Protocol, TypeVar, cast
 
 from haredis.core.events import FailureKind
 from haredis.redis_link import SERVER_CLOSED, LinkError
 
 log = logging.getLogger("haredis.prober")
 
+_T = TypeVar("_T")
+_T_co = TypeVar("_T_co", covariant=True)
+
 # (reply, None) for an answer, (None, error) for a failure; exactly one is None.
 ProbeDone = Callable[[str | None, LinkError | None], None]
+ReplyDone = Callable[[_T | None, LinkError | None], None]
 
 # A reply line longer than this is not a PING reply (asyncio's StreamReader limit).
 _MAX_LINE = 64 * 1024
+# A bulk reply (INFO's text) longer than this is not an INFO reply (a few KB in practice).
+_MAX_BULK = 4 * 1024 * 1024
 
 
-class ProbeTarget(Protocol):
-    """What the prober needs from a probe link (redis_link.RedisLink; metrics.TimedProbeLink
-    around one adds the round-trip observation)."""
-
-    def ping_wire(self) -> bytes:
-        """The PING command as sent to this instance (rename-command applied)."""
-        ...
+class ChannelTarget(Protocol):
+    """What every channel needs from its link: connections and failure mapping."""
 
     async def open_transport(self) -> asyncio.StreamWriter:
         """A new connected, authenticated and named connection, handed over: its transport
@@ -69,12 +70,21 @@ class ProbeTarget(Protocol):
         transport when it is collected)."""
         ...
 
-    def ping_answer(self, line: bytes) -> str:
-        """The answer in one reply line (PONG, or an error reply's code); raises otherwise."""
+    def failure(self, exc: Exception, timeout: float) -> LinkError:
+        """What a request that met `exc` reports (TimeoutError: our deadline)."""
         ...
 
-    def failure(self, exc: Exception, timeout: float) -> LinkError:
-        """What a probe that met `exc` reports (TimeoutError: our deadline)."""
+
+class ProbeTarget(ChannelTarget, Protocol):
+    """What the prober needs from a probe link (redis_link.RedisLink; metrics.TimedProbeLink
+    around one adds the round-trip observation)."""
+
+    def ping_wire(self) -> bytes:
+        """The PING command as sent to this instance (rename-command applied)."""
+        ...
+
+    def ping_answer(self, line: bytes) -> str:
+        """The answer in one reply line (PONG, or an error reply's code); raises otherwise."""
         ...
 
     def answered_in(self, seconds: float) -> None:
@@ -82,7 +92,21 @@ class ProbeTarget(Protocol):
         ...
 
 
+class InfoTarget(ChannelTarget, Protocol, Generic[_T_co]):
+    """What an INFO channel needs from an info link (redis_link.RedisLink)."""
+
+    def info_wire(self) -> bytes:
+        """The INFO command as sent to this instance (sections, rename-command applied)."""
+        ...
+
+    def info_answer(self, frame: bytes) -> _T_co:
+        """The answer in one whole reply frame (a bulk string or an error reply); raises
+        if the frame is not an INFO reply at all."""
+        ...
+
+
 _TARGET_METHODS = ("ping_wire", "open_transport", "ping_answer", "failure", "answered_in")
+_INFO_METHODS = ("info_wire", "open_transport", "info_answer", "failure")
 
 
 def as_probe_target(link: object) -> ProbeTarget | None:
@@ -93,12 +117,21 @@ def as_probe_target(link: object) -> ProbeTarget | None:
     return None
 
 
+def as_info_target(link: object) -> InfoTarget[object] | None:
+    """`link` if it can be asked INFO over an info channel, else None."""
+    if all(callable(getattr(link, name, None)) for name in _INFO_METHODS):
+        return cast(InfoTarget[object], link)
+    return None
+
+
 class _Probe:
     """One PING waiting for its answer."""
 
-    __slots__ = ("channel", "deadline", "done", "key", "settled", "started", "timeout")
+    __slots__ = ("channel", "deadline", "done", "key", "retried", "settled", "started", "timeout")
 
-    def __init__(self, channel: ProbeChannel, timeout: float, done: ProbeDone, now: float, key: int) -> None:
+    def __init__(
+        self, channel: ProbeChannel[object], timeout: float, done: ReplyDone[object], now: float, key: int
+    ) -> None:
         self.channel = channel
         self.timeout = timeout
         self.done = done
@@ -106,6 +139,7 @@ class _Probe:
         self.deadline = now + timeout
         self.key = key
         self.settled = False
+        self.retried = False  # sent again after its connection was lost (info channels)
 
 
 class _Deadlines:
@@ -126,7 +160,7 @@ class _Deadlines:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
 
-    def new_probe(self, channel: ProbeChannel, timeout: float, done: ProbeDone) -> _Probe:
+    def new_probe(self, channel: ProbeChannel[object], timeout: float, done: ReplyDone[object]) -> _Probe:
         probe = _Probe(channel, timeout, done, self._loop.time(), next(self._keys))
         self._waiting[probe.key] = probe
         heapq.heappush(self._heap, (probe.deadline, probe.key))
@@ -173,10 +207,11 @@ class _Deadlines:
 
 
 class _LineProtocol(asyncio.Protocol):
-    """Splits what one probe connection receives into reply lines for its channel."""
+    """Splits what one channel connection receives into replies for its channel: a reply
+    line, or a whole bulk string (``$<size>\\r\\n<size bytes>\\r\\n``: INFO's reply)."""
 
-    def __init__(self, channel: ProbeChannel, writer: asyncio.StreamWriter) -> None:
-        self.channel: ProbeChannel | None = channel  # None once the channel dropped it
+    def __init__(self, channel: ProbeChannel[object], writer: asyncio.StreamWriter) -> None:
+        self.channel: ProbeChannel[object] | None = channel  # None once the channel dropped it
         self.writer = writer  # kept: it closes the transport when it is collected
         self.transport = writer.transport
         self._partial = b""
@@ -190,11 +225,25 @@ class _LineProtocol(asyncio.Protocol):
             end = data.find(b"\n", start)
             if end < 0:
                 break
-            self.channel.line(self, data[start : end + 1])
-            start = end + 1
+            stop = end + 1
+            if data[start] == 0x24:  # "$": the line is a bulk string's header
+                try:
+                    size = int(data[start + 1 : end])
+                except ValueError:
+                    size = -1  # not a bulk header: handed on as a line, the answer refuses it
+                if size > _MAX_BULK:
+                    self.channel.overlong(data[start:stop])
+                    return
+                if size >= 0:
+                    stop += size + 2
+                    if stop > len(data):
+                        break  # the rest of the bulk string is still on its way
+            self.channel.line(self, data[start:stop])
+            start = stop
         if self.channel is not None and start < len(data):
             self._partial = data[start:]
-            if len(self._partial) > _MAX_LINE:
+            limit = _MAX_BULK + _MAX_LINE if self._partial[0] == 0x24 else _MAX_LINE
+            if len(self._partial) > limit:
                 self.channel.overlong(self._partial)
 
     def eof_received(self) -> bool:
@@ -205,13 +254,33 @@ class _LineProtocol(asyncio.Protocol):
             self.channel.lost(self, exc)
 
 
-class ProbeChannel:
+class ProbeChannel(Generic[_T]):
     """The probes of one instance: one connection, PINGs sent on it in order (the core has
-    one in flight per instance; a second one is pipelined behind it and answered in order)."""
+    one in flight per instance; a second one is pipelined behind it and answered in order).
 
-    def __init__(self, target: ProbeTarget, deadlines: _Deadlines, loop: asyncio.AbstractEventLoop) -> None:
+    The same for INFO (`Prober.info_channel`): a connection of its own (a slow INFO never
+    delays a PING), the reply frame turned into the answer by the link's `info_answer`."""
+
+    def __init__(
+        self,
+        target: ChannelTarget,
+        deadlines: _Deadlines,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        wire: bytes,
+        answer: Callable[[bytes], _T],
+        observe: Callable[[float], None] | None = None,
+        reconnect_after_idle_close: bool = False,
+        what: str = "PING",
+    ) -> None:
         self._target = target
-        self._wire = target.ping_wire()
+        self._what = what  # the command, in failures
+        self._wire = wire
+        self._answer = answer
+        self._observe = observe
+        # INFO as RedisLink.info ran it: a connection the server closed while idle is
+        # replaced and the request goes on the new one (a PING meets the close: RESET).
+        self._reconnect_after_idle_close = reconnect_after_idle_close
         self._deadlines = deadlines
         self._loop = loop
         self._protocol: _LineProtocol | None = None
@@ -225,12 +294,17 @@ class ProbeChannel:
     def connected(self) -> bool:
         return self._protocol is not None
 
-    def ping(self, timeout: float, done: ProbeDone) -> None:
-        """Send a PING now (or once connected); `done` runs with its answer or failure."""
+    def request(self, timeout: float, done: ReplyDone[_T]) -> None:
+        """Send the request (PING, INFO) now (or once connected); `done` runs with its
+        answer or failure."""
         if self._closed:
             raise RuntimeError("probe channel closed")
-        probe = self._deadlines.new_probe(self, timeout, done)
+        probe = self._deadlines.new_probe(
+            cast("ProbeChannel[object]", self), timeout, cast("ReplyDone[object]", done)
+        )
         lost, self._lost_idle = self._lost_idle, None
+        if lost is not None and self._reconnect_after_idle_close:
+            lost = None
         if lost is not None:
             # As a PING written to a connection the server had closed: it meets the close.
             self._loop.call_soon(self._fail, probe, lost)
@@ -241,6 +315,8 @@ class ProbeChannel:
             self._waiting.append(probe)
             if self._connecting is None:
                 self._connecting = self._loop.create_task(self._connect())
+
+    ping = request
 
     async def _connect(self) -> None:
         try:
@@ -257,7 +333,7 @@ class ProbeChannel:
         if self._closed:
             writer.close()
             return
-        protocol = _LineProtocol(self, writer)
+        protocol = _LineProtocol(cast("ProbeChannel[object]", self), writer)
         transport = protocol.transport
         transport.set_protocol(protocol)
         self._protocol = protocol
@@ -274,7 +350,7 @@ class ProbeChannel:
             return
         probe = self._sent.popleft()
         try:
-            reply = self._target.ping_answer(line)
+            reply = self._answer(line)
         except Exception as exc:
             self._drop()
             self._fail(probe, exc)
@@ -282,7 +358,8 @@ class ProbeChannel:
         if probe.settled:
             return
         self._settle(probe)
-        self._target.answered_in(self._loop.time() - probe.started)
+        if self._observe is not None:
+            self._observe(self._loop.time() - probe.started)
         self._report(probe, reply, None)
 
     def overlong(self, data: bytes) -> None:
@@ -290,7 +367,7 @@ class ProbeChannel:
         probe = self._sent.popleft() if self._sent else None
         self._drop()
         if probe is not None:
-            self._fail(probe, LinkError(FailureKind.ERROR, f"unexpected PING reply: {data!r:.200}"))
+            self._fail(probe, LinkError(FailureKind.ERROR, f"unexpected {self._what} reply: {data!r:.200}"))
 
     def lost(self, protocol: _LineProtocol, exc: Exception | None) -> None:
         """The server closed or reset the connection."""
@@ -302,6 +379,16 @@ class ProbeChannel:
         self._sent.clear()
         if not sent:
             self._lost_idle = failure
+        if self._reconnect_after_idle_close:
+            # As RedisLink's calls: a request that met a closed connection goes once more on
+            # a new one (the close may have come before the request: a restarted server).
+            again = [probe for probe in sent if not probe.retried]
+            sent = [probe for probe in sent if probe.retried]
+            for probe in again:
+                probe.retried = True
+                self._waiting.append(probe)
+            if again and self._connecting is None and not self._closed:
+                self._connecting = self._loop.create_task(self._connect())
         for probe in sent:
             self._fail(probe, failure)
 
@@ -342,7 +429,7 @@ class ProbeChannel:
         self._deadlines.settled(probe)
 
     @staticmethod
-    def _report(probe: _Probe, reply: str | None, error: LinkError | None) -> None:
+    def _report(probe: _Probe, reply: object, error: LinkError | None) -> None:
         try:
             probe.done(reply, error)
         except Exception:
@@ -371,11 +458,41 @@ class Prober:
         self._loop = asyncio.get_running_loop()
         self._deadlines = _Deadlines(self._loop)
 
-    def channel(self, target: ProbeTarget) -> ProbeChannel:
-        return ProbeChannel(target, self._deadlines, self._loop)
+    def channel(self, target: ProbeTarget) -> ProbeChannel[str]:
+        return ProbeChannel(
+            target,
+            self._deadlines,
+            self._loop,
+            wire=target.ping_wire(),
+            answer=target.ping_answer,
+            observe=target.answered_in,
+        )
+
+    def info_channel(self, target: InfoTarget[_T]) -> ProbeChannel[_T]:
+        """INFO over a connection of its own: `request` writes the link's INFO command and
+        `done` gets `info_answer` of the reply frame."""
+        return ProbeChannel(
+            target,
+            self._deadlines,
+            self._loop,
+            wire=target.info_wire(),
+            answer=target.info_answer,
+            reconnect_after_idle_close=True,
+            what="INFO",
+        )
 
     def close(self) -> None:
         self._deadlines.close()
 
 
-__all__ = ["ProbeChannel", "ProbeDone", "ProbeTarget", "Prober", "as_probe_target"]
+__all__ = [
+    "ChannelTarget",
+    "InfoTarget",
+    "ProbeChannel",
+    "ProbeDone",
+    "ProbeTarget",
+    "Prober",
+    "ReplyDone",
+    "as_info_target",
+    "as_probe_target",
+]

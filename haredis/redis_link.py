@@ -242,6 +242,9 @@ def parse_role(reply: object) -> RoleReply:
 # ---------------------------------------------------------------------------------------------
 
 _Command = tuple[str | int, ...]
+# What the watcher asks every instance every INFO period: the keyspace tells a primary that
+# restarted empty from one that restarted with data.
+_INFO_COMMAND: Final[_Command] = ("INFO", "server", "replication", "keyspace")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -305,6 +308,7 @@ class RedisLink:
         self._connecting: asyncio.Future[Any] | None = None  # see _connection
         self._lock = asyncio.Lock()
         self._ping_wire: bytes | None = None  # PING as sent (renamed or not), see ping
+        self._info_wire: bytes | None = None  # INFO as sent, see info_wire
 
     @property
     def address(self) -> Address:
@@ -594,9 +598,36 @@ class RedisLink:
     async def info(self, timeout: float) -> InstanceInfo:
         """``INFO server replication keyspace`` (one round trip) parsed into InstanceInfo.
         The keyspace tells a primary that restarted empty from one that restarted with data."""
-        (reply,) = await self._run(timeout, [("INFO", "server", "replication", "keyspace")])
+        (reply,) = await self._run(timeout, [_INFO_COMMAND])
         self._raise_if_error(reply, ("INFO",))
         return instance_info(_as_text(reply, "INFO"))
+
+    # -- what haredis.prober needs to ask INFO over a connection of its own ----------------
+
+    def info_wire(self) -> bytes:
+        """`info`'s command as sent to this instance (renamed if the link was told so)."""
+        if self._info_wire is None:
+            self._info_wire = _pack_one(tuple(self._command(_INFO_COMMAND)))
+        return self._info_wire
+
+    @staticmethod
+    def info_answer(frame: bytes) -> InstanceInfo | LinkError:
+        """What `info` returns or raises for one whole reply frame, without redis-py: the
+        bulk string parsed into InstanceInfo, an error reply as the LinkError `info` raises
+        (returned: it answers the request, the connection stays in step). Raises for a
+        frame that is no INFO reply (the connection is then dropped)."""
+        kind = frame[:1]
+        if kind == b"$":
+            header_end = frame.find(b"\r\n")
+            if header_end > 0 and frame.endswith(b"\r\n"):
+                body = frame[header_end + 2 : -2]
+                if frame[1:header_end].isdigit() and len(body) == int(frame[1:header_end]):
+                    return instance_info(body.decode("utf-8", "replace"))
+        elif kind == b"-" and frame.endswith(b"\r\n"):
+            text = frame[1:-2].decode("utf-8", "replace")
+            error = _ErrorReply(text.split(" ", 1)[0] if text else "ERR", text)
+            return LinkError(FailureKind.ERROR, f"INFO failed: {error.text}", reply=error.code)
+        raise LinkError(FailureKind.ERROR, f"unexpected INFO reply: {frame!r:.200}")
 
     async def role(self, timeout: float) -> RoleReply:
         (reply,) = await self._run(timeout, [("ROLE",)])
@@ -658,7 +689,7 @@ class RedisLink:
         if before.role is not Role.REPLICA:
             return before, None
         command: _Command = ("REPLICAOF", _check_host(freeze_target.host), freeze_target.port)
-        info_command: _Command = ("INFO", "server", "replication", "keyspace")
+        info_command: _Command = _INFO_COMMAND
         results = await self._transaction(timeout, [command, info_command])
         self._raise_if_error(results[0], command)
         self._raise_if_error(results[1], info_command)

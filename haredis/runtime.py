@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from haredis.core.actions import (
     FREEZE_TARGET,
@@ -66,7 +66,7 @@ from haredis.core.messages import PeerMessage
 from haredis.core.model import Address, DurableState, InstanceInfo, Role, Snapshot
 from haredis.core.views import StatusRow
 from haredis.core.watcher import Watcher
-from haredis.prober import ProbeChannel, Prober, as_probe_target
+from haredis.prober import ProbeChannel, Prober, as_info_target, as_probe_target
 
 log = logging.getLogger("haredis.runtime")
 # Reattaching a replica frozen by an aborted selection; if it fails, the steady state repoints
@@ -160,7 +160,8 @@ class Runtime:
         self._link_factory = links
         self._links: dict[tuple[str, Address, str], RedisPort] = {}
         # One per probed instance: its channel, or None if its link cannot be probed lean.
-        self._probe_channels: dict[tuple[str, Address], ProbeChannel | None] = {}
+        # (primary, address, "probe" | "info") -> channel; None: the link offers none
+        self._probe_channels: dict[tuple[str, Address, str], ProbeChannel[Any] | None] = {}
         self._prober: Prober | None = None
         self._peers = peers
         self._persist = persist
@@ -331,7 +332,7 @@ class Runtime:
             case Probe():
                 self._start_probe(action)
             case QueryInfo():
-                self._spawn(self._query_info(action))
+                self._start_info(action)
             case Promote():
                 self._spawn(self._promote(action))
             case Fence():
@@ -379,7 +380,7 @@ class Runtime:
     def _start_probe(self, a: Probe) -> None:
         """PING without a task when the probe link offers it (haredis.prober); the answer is
         fed from the prober's callback."""
-        key = (a.primary, a.address)
+        key = (a.primary, a.address, "probe")
         try:
             channel = self._probe_channels[key]
         except KeyError:
@@ -387,15 +388,52 @@ class Runtime:
         if channel is None:
             self._spawn(self._probe(a))
         else:
-            channel.ping(a.timeout, functools.partial(self._probed, a))
+            channel.request(a.timeout, functools.partial(self._probed, a))
 
-    def _new_probe_channel(self, primary: str, address: Address) -> ProbeChannel | None:
+    def _new_probe_channel(self, primary: str, address: Address) -> ProbeChannel[str] | None:
         target = as_probe_target(self.link(primary, address, "probe"))
         if target is None:
             return None
         if self._prober is None:
             self._prober = Prober()
         return self._prober.channel(target)
+
+    def _start_info(self, a: QueryInfo) -> None:
+        """INFO without a task or redis-py when the info link offers it (haredis.prober's
+        info channel: a connection of its own); a freeze is a transaction: the link runs it."""
+        if a.freeze:
+            self._spawn(self._query_info(a))
+            return
+        key = (a.primary, a.address, "info")
+        try:
+            channel = self._probe_channels[key]
+        except KeyError:
+            channel = self._probe_channels[key] = self._new_info_channel(a.primary, a.address)
+        if channel is None:
+            self._spawn(self._query_info(a))
+        else:
+            channel.request(a.timeout, functools.partial(self._info_answered, a))
+
+    def _new_info_channel(self, primary: str, address: Address) -> ProbeChannel[object] | None:
+        target = as_info_target(self.link(primary, address, "info"))
+        if target is None:
+            return None
+        if self._prober is None:
+            self._prober = Prober()
+        return self._prober.info_channel(target)
+
+    def _info_answered(self, a: QueryInfo, reply: object, error: Exception | None) -> None:
+        """As _query_info feeds what `RedisLink.info` returns or raises."""
+        if isinstance(reply, Exception):
+            error = reply
+        if error is not None:
+            _, detail = classify(error)
+            self.feed(InfoFailed(now=self.now(), primary=a.primary, address=a.address, detail=detail))
+        elif isinstance(reply, InstanceInfo):
+            self.feed(InfoReply(now=self.now(), primary=a.primary, address=a.address, info=reply))
+        else:
+            detail = f"unexpected INFO answer: {reply!r:.200}"
+            self.feed(InfoFailed(now=self.now(), primary=a.primary, address=a.address, detail=detail))
 
     def _probed(self, a: Probe, reply: str | None, error: Exception | None) -> None:
         if error is not None:

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from haredis.core.events import FailureKind
-from haredis.core.model import Address
+from haredis.core.model import Address, InstanceInfo, Role
 from haredis.metrics import TimedProbeLink
-from haredis.prober import ProbeChannel, Prober, as_probe_target
+from haredis.prober import ProbeChannel, Prober, as_info_target, as_probe_target
 from haredis.redis_link import LinkError, RedisLink
 
 from .redis_procs import RedisProc, free_port
@@ -395,3 +395,214 @@ async def test_a_timed_probe_link_is_probed_lean_and_observes_each_answer(redis_
         prober.close()
         await link.close()
     assert len(observed) == 3 and all(seconds >= 0 for seconds in observed)
+
+
+# -- INFO over an info channel --------------------------------------------------------------------
+#
+# The runtime asks INFO every INFO period over a channel of its own (Prober.info_channel) instead
+# of a redis-py round on the info link: the answers and failures must be RedisLink.info's.
+
+ClusterFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def info_pair() -> AsyncIterator[Callable[..., tuple[ProbeChannel[object], RedisLink]]]:
+    """``info_pair(address, **link options)``: an info channel and a separate RedisLink with
+    the same options, to compare the channel with ``RedisLink.info``."""
+    prober = Prober()
+    channels: list[ProbeChannel[object]] = []
+    links: list[RedisLink] = []
+
+    def make(address: Address, **kwargs: Any) -> tuple[ProbeChannel[object], RedisLink]:
+        options: dict[str, Any] = {"username": None, "password": None, "connect_timeout": 1.0}
+        options.update(kwargs)
+        target = as_info_target(RedisLink(address, **options))
+        assert target is not None
+        channel = prober.info_channel(target)
+        link = RedisLink(address, **options)
+        channels.append(channel)
+        links.append(link)
+        return channel, link
+
+    yield make
+    for channel in channels:
+        await channel.close()
+    for link in links:
+        await link.close()
+    prober.close()
+
+
+async def ask_info(channel: ProbeChannel[object], timeout: float) -> InstanceInfo:
+    """One INFO over the channel, awaited: its InstanceInfo, or its failure raised (an error
+    reply is answered as a LinkError, raised here as RedisLink.info raises it)."""
+    answer: asyncio.Future[tuple[object, LinkError | None]] = asyncio.get_running_loop().create_future()
+    channel.request(timeout, lambda reply, error: answer.set_result((reply, error)))
+    reply, error = await asyncio.wait_for(answer, timeout + SLACK + 3.0)
+    if error is not None:
+        raise error
+    if isinstance(reply, LinkError):
+        raise reply
+    assert isinstance(reply, InstanceInfo), reply
+    return reply
+
+
+async def _same_info_both_ways(channel: ProbeChannel[object], link: RedisLink) -> InstanceInfo:
+    """The channel's InstanceInfo equals RedisLink.info's. Offsets and seconds-ago fields
+    move on their own, so the channel is asked between two link INFOs until those two agree
+    (the instance stood still around the channel's INFO); bounded to 20 tries."""
+    for _ in range(20):
+        before = await link.info(2.0)
+        lean = await ask_info(channel, 2.0)
+        after = await link.info(2.0)
+        if before == after:
+            assert lean == before
+            return lean
+        await asyncio.sleep(0.05)
+    raise AssertionError("the instance never stood still for three INFOs")
+
+
+async def test_info_channel_answers_as_link_info_on_primary_and_replica(
+    redis_cluster: ClusterFactory, info_pair: Callable[..., tuple[ProbeChannel[object], RedisLink]]
+) -> None:
+    cluster = redis_cluster(replicas=1)
+    with cluster.primary.client() as client:
+        client.mset({f"k{i}": "v" for i in range(7)})
+    primary, link = info_pair(cluster.primary.address)
+    seen = await _same_info_both_ways(primary, link)
+    assert seen.role is Role.PRIMARY and len(seen.replicas) == 1 and seen.keys == 7
+    replica, replica_link = info_pair(cluster.replicas[0].address)
+    seen = await _same_info_both_ways(replica, replica_link)
+    assert seen.role is Role.REPLICA and seen.master == cluster.primary.address and seen.link_up
+    assert _client_ids(cluster.primary, "haredis"), "the info channel names its connection"
+
+
+async def test_info_channel_reassembles_a_reply_cut_in_pieces() -> None:
+    """A bulk reply that arrives a few bytes at a time (a large INFO over a slow link) is
+    one answer; a second INFO on the same connection is answered too."""
+    text = b"# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:42\r\n"
+    frame = b"$%d\r\n%s\r\n" % (len(text), text)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(1024)  # CLIENT SETNAME
+            conn.sendall(b"+OK\r\n")
+            for _ in range(2):
+                conn.recv(1024)  # INFO
+                for start in range(0, len(frame), 5):
+                    conn.sendall(frame[start : start + 5])
+                    time.sleep(0.005)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    prober = Prober()
+    target = as_info_target(
+        RedisLink(Address("127.0.0.1", port), username=None, password=None, connect_timeout=1.0)
+    )
+    assert target is not None
+    channel = prober.info_channel(target)
+    try:
+        for _ in range(2):
+            info = await ask_info(channel, 3.0)
+            assert info.role is Role.PRIMARY and info.offset == 42
+    finally:
+        await channel.close()
+        prober.close()
+        await asyncio.to_thread(thread.join, 5)
+        listener.close()
+
+
+async def test_info_channel_errors_as_link_info(
+    redis_proc: ProcFactory, info_pair: Callable[..., tuple[ProbeChannel[object], RedisLink]]
+) -> None:
+    """An error reply (no +info in the ACL), a wrong password, a renamed INFO: the same
+    answers and failures as RedisLink.info, and an error reply keeps the connection."""
+    acl = redis_proc(acl=[*ACL, "user noinfo on >nipw resetchannels -@all +ping +client|setname"])
+    channel, link = info_pair(acl.address, username="noinfo", password="nipw")
+    with pytest.raises(LinkError) as old:
+        await link.info(1.0)
+    with pytest.raises(LinkError) as new:
+        await ask_info(channel, 1.0)
+    assert (new.value.kind, new.value.detail, new.value.reply) == (
+        old.value.kind,
+        old.value.detail,
+        old.value.reply,
+    )
+    assert new.value.reply == "NOPERM" and channel.connected
+    channel, link = info_pair(acl.address, username="prober", password="probepw")
+    assert (await ask_info(channel, 1.0)).role is Role.PRIMARY
+    channel, link = info_pair(acl.address, username="haredis", password="wrong")
+    with pytest.raises(LinkError) as old:
+        await link.info(1.0)
+    with pytest.raises(LinkError) as new:
+        await ask_info(channel, 1.0)
+    assert (new.value.kind, new.value.detail) == (old.value.kind, old.value.detail)
+    assert "wrong" not in str(new.value)
+    renamed = redis_proc(extra_args=["--rename-command", "INFO", "xyz-info"])
+    channel, link = info_pair(renamed.address, renamed={"INFO": "xyz-info"})
+    assert await _same_info_both_ways(channel, link) is not None
+    channel, link = info_pair(renamed.address)  # not told: INFO is an unknown command
+    with pytest.raises(LinkError) as old:
+        await link.info(1.0)
+    with pytest.raises(LinkError) as new:
+        await ask_info(channel, 1.0)
+    assert (new.value.kind, new.value.detail, new.value.reply) == (
+        old.value.kind,
+        old.value.detail,
+        old.value.reply,
+    )
+
+
+async def test_info_channel_timeout_reset_and_idle_close_as_link_info(
+    redis_proc: ProcFactory, info_pair: Callable[..., tuple[ProbeChannel[object], RedisLink]]
+) -> None:
+    proc = redis_proc()
+    channel, link = info_pair(proc.address)
+    await _same_info_both_ways(channel, link)
+    proc.stop()
+    try:
+        with pytest.raises(LinkError) as old:
+            await link.info(0.3)
+        with pytest.raises(LinkError) as new:
+            await ask_info(channel, 0.3)
+        assert new.value.kind is old.value.kind is FailureKind.TIMEOUT
+        assert new.value.detail == old.value.detail
+    finally:
+        proc.cont()
+    assert (await ask_info(channel, 2.0)).role is Role.PRIMARY  # a new connection
+    # The server closes the idle connection: RedisLink.info reconnects and asks again, so
+    # does the channel (a PING would meet the close: RESET).
+    with proc.client() as client:
+        client.client_kill_filter(_type="normal", skipme=True)
+    await asyncio.wait_for(_until(lambda: not channel.connected), 5.0)
+    assert (await ask_info(channel, 2.0)).role is Role.PRIMARY
+    assert (await link.info(2.0)).role is Role.PRIMARY
+    proc.kill()
+    with pytest.raises(LinkError) as new:
+        await ask_info(channel, 1.0)
+    assert new.value.kind is FailureKind.REFUSED
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make certificates")
+async def test_info_channel_over_tls(
+    redis_proc: ProcFactory, info_pair: Callable[..., tuple[ProbeChannel[object], RedisLink]], tmp_path: Path
+) -> None:
+    ca, cert, key = _make_certs(tmp_path)
+    tls_port = free_port()
+    try:
+        tls_args = ["--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+        tls_args += ["--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"]
+        redis_proc(extra_args=tls_args)
+    except Exception as exc:  # pragma: no cover - a redis-server built without TLS
+        pytest.skip(f"redis-server does not start with TLS: {exc}")
+    address = Address("localhost", tls_port)
+    channel, link = info_pair(address, ssl=ssl.create_default_context(cafile=str(ca)))
+    assert (await _same_info_both_ways(channel, link)).role is Role.PRIMARY
+    untrusting, _ = info_pair(address, ssl=ssl.create_default_context())
+    with pytest.raises(LinkError) as new:
+        await ask_info(untrusting, 1.0)
+    assert new.value.kind is FailureKind.ERROR
