@@ -306,30 +306,42 @@ async def test_unknown_host_is_an_error(make_channel: ChannelFactory) -> None:
     assert "no-such-host.invalid" in caught.value.detail
 
 
-async def test_a_stranger_that_does_not_speak_redis(make_channel: ChannelFactory) -> None:
-    """A server that answers with something other than a PING reply line: ERROR."""
+@contextlib.asynccontextmanager
+async def scripted_server(script: Callable[[socket.socket], None]) -> AsyncIterator[int]:
+    """A one-connection TCP server on loopback that answers as `script` says (it gets the
+    accepted connection once the CLIENT SETNAME a channel sends first was acknowledged);
+    yields its port."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
-    port = listener.getsockname()[1]
 
     def serve() -> None:
         conn, _ = listener.accept()
         with conn:
             conn.recv(1024)  # CLIENT SETNAME
             conn.sendall(b"+OK\r\n")
-            conn.recv(1024)  # PING
-            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n")
-            time.sleep(1.0)
+            script(conn)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        error = await expect_failure(make_channel(Address("127.0.0.1", port)), 2.0, FailureKind.ERROR)
-        assert "unexpected PING reply" in error.detail
+        yield listener.getsockname()[1]
     finally:
         await asyncio.to_thread(thread.join, 5)
         listener.close()
+
+
+async def test_a_stranger_that_does_not_speak_redis(make_channel: ChannelFactory) -> None:
+    """A server that answers with something other than a PING reply line: ERROR."""
+
+    def script(conn: socket.socket) -> None:
+        conn.recv(1024)  # PING
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\n")
+        time.sleep(1.0)
+
+    async with scripted_server(script) as port:
+        error = await expect_failure(make_channel(Address("127.0.0.1", port)), 2.0, FailureKind.ERROR)
+        assert "unexpected PING reply" in error.detail
 
 
 # -- authentication and TLS ---------------------------------------------------------------------
@@ -481,39 +493,28 @@ async def test_info_channel_reassembles_a_reply_cut_in_pieces() -> None:
     one answer; a second INFO on the same connection is answered too."""
     text = b"# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:42\r\n"
     frame = b"$%d\r\n%s\r\n" % (len(text), text)
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    port = listener.getsockname()[1]
 
-    def serve() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.recv(1024)  # CLIENT SETNAME
-            conn.sendall(b"+OK\r\n")
-            for _ in range(2):
-                conn.recv(1024)  # INFO
-                for start in range(0, len(frame), 5):
-                    conn.sendall(frame[start : start + 5])
-                    time.sleep(0.005)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    prober = Prober()
-    target = as_info_target(
-        RedisLink(Address("127.0.0.1", port), username=None, password=None, connect_timeout=1.0)
-    )
-    assert target is not None
-    channel = prober.info_channel(target)
-    try:
+    def script(conn: socket.socket) -> None:
         for _ in range(2):
-            info = await ask_info(channel, 3.0)
-            assert info.role is Role.PRIMARY and info.offset == 42
-    finally:
-        await channel.close()
-        prober.close()
-        await asyncio.to_thread(thread.join, 5)
-        listener.close()
+            conn.recv(1024)  # INFO
+            for start in range(0, len(frame), 5):
+                conn.sendall(frame[start : start + 5])
+                time.sleep(0.005)
+
+    async with scripted_server(script) as port:
+        prober = Prober()
+        target = as_info_target(
+            RedisLink(Address("127.0.0.1", port), username=None, password=None, connect_timeout=1.0)
+        )
+        assert target is not None
+        channel = prober.info_channel(target)
+        try:
+            for _ in range(2):
+                info = await ask_info(channel, 3.0)
+                assert info.role is Role.PRIMARY and info.offset == 42
+        finally:
+            await channel.close()
+            prober.close()
 
 
 async def test_info_channel_errors_as_link_info(
