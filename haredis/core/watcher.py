@@ -1023,12 +1023,9 @@ class Watcher:
         ):
             current_replid = primary_info.replid
         candidates = [
-            selection.Candidate(
-                address=inst.address,
-                down=inst.detector.down,
-                reachable=inst.detector.last_outcome_ok,
-                info=inst.info,
-                info_age=None if inst.info_at is None else now - inst.info_at,
+            _candidate(
+                inst,
+                now,
                 adoptable=inst.address == followed,
                 primary_synced_from=(
                     inst.address == followed
@@ -1041,16 +1038,7 @@ class Watcher:
         ]
         stranded = self._stranded_primary(group)
         if stranded is not None:
-            candidates.append(
-                selection.Candidate(
-                    address=stranded.address,
-                    down=stranded.detector.down,
-                    reachable=stranded.detector.last_outcome_ok,
-                    info=stranded.info,
-                    info_age=None if stranded.info_at is None else now - stranded.info_at,
-                    stranded_primary=True,
-                )
-            )
+            candidates.append(_candidate(stranded, now, stranded_primary=True))
         # During selection only INFO read after we asked counts; otherwise a few periods.
         max_info_age = max(0.0, now - fresh_after) if fresh_after is not None else 3 * s.info_period
         primary_det = group.instances[group.address].detector
@@ -1597,3 +1585,24 @@ class Watcher:
 
     def _emit(self, action: Action) -> None:
         self._out.append(action)
+
+
+def _candidate(
+    inst: Instance,
+    now: float,
+    *,
+    adoptable: bool = False,
+    primary_synced_from: bool = False,
+    stranded_primary: bool = False,
+) -> selection.Candidate:
+    """What selection needs to know of one instance, as this watcher sees it now."""
+    return selection.Candidate(
+        address=inst.address,
+        down=inst.detector.down,
+        reachable=inst.detector.last_outcome_ok,
+        info=inst.info,
+        info_age=None if inst.info_at is None else now - inst.info_at,
+        adoptable=adoptable,
+        primary_synced_from=primary_synced_from,
+        stranded_primary=stranded_primary,
+    )
