@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from haredis.core.actions import (
     FREEZE_TARGET,
@@ -380,47 +380,48 @@ class Runtime:
     def _start_probe(self, a: Probe) -> None:
         """PING without a task when the probe link offers it (haredis.prober); the answer is
         fed from the prober's callback."""
-        key = (a.primary, a.address, "probe")
-        try:
-            channel = self._probe_channels[key]
-        except KeyError:
-            channel = self._probe_channels[key] = self._new_probe_channel(a.primary, a.address)
+        channel = self._lean_channel(a.primary, a.address, "probe")
         if channel is None:
             self._spawn(self._probe(a))
         else:
             channel.request(a.timeout, functools.partial(self._probed, a))
 
-    def _new_probe_channel(self, primary: str, address: Address) -> ProbeChannel[str] | None:
-        target = as_probe_target(self.link(primary, address, "probe"))
-        if target is None:
-            return None
-        if self._prober is None:
-            self._prober = Prober()
-        return self._prober.channel(target)
-
     def _start_info(self, a: QueryInfo) -> None:
         """INFO without a task or redis-py when the info link offers it (haredis.prober's
         info channel: a connection of its own); a freeze is a transaction: the link runs it."""
-        if a.freeze:
-            self._spawn(self._query_info(a))
-            return
-        key = (a.primary, a.address, "info")
-        try:
-            channel = self._probe_channels[key]
-        except KeyError:
-            channel = self._probe_channels[key] = self._new_info_channel(a.primary, a.address)
+        channel = None if a.freeze else self._lean_channel(a.primary, a.address, "info")
         if channel is None:
             self._spawn(self._query_info(a))
         else:
             channel.request(a.timeout, functools.partial(self._info_answered, a))
 
-    def _new_info_channel(self, primary: str, address: Address) -> ProbeChannel[object] | None:
-        target = as_info_target(self.link(primary, address, "info"))
-        if target is None:
-            return None
+    def _lean_channel(
+        self, primary: str, address: Address, role: Literal["probe", "info"]
+    ) -> ProbeChannel[Any] | None:
+        """The prober channel over one instance's probe or info link, made on first use; None
+        (remembered) when the link offers none: the caller then runs the command in a task."""
+        key = (primary, address, role)
+        try:
+            return self._probe_channels[key]
+        except KeyError:
+            pass
+        link = self.link(primary, address, role)
+        channel: ProbeChannel[Any] | None = None
+        if role == "probe":
+            probe_target = as_probe_target(link)
+            if probe_target is not None:
+                channel = self._get_prober().channel(probe_target)
+        else:
+            info_target = as_info_target(link)
+            if info_target is not None:
+                channel = self._get_prober().info_channel(info_target)
+        self._probe_channels[key] = channel
+        return channel
+
+    def _get_prober(self) -> Prober:
         if self._prober is None:
             self._prober = Prober()
-        return self._prober.info_channel(target)
+        return self._prober
 
     def _info_answered(self, a: QueryInfo, reply: object, error: Exception | None) -> None:
         """As _query_info feeds what `RedisLink.info` returns or raises."""
