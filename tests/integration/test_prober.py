@@ -524,38 +524,30 @@ async def test_info_channel_errors_as_link_info(
     answers and failures as RedisLink.info, and an error reply keeps the connection."""
     acl = redis_proc(acl=[*ACL, "user noinfo on >nipw resetchannels -@all +ping +client|setname"])
     channel, link = info_pair(acl.address, username="noinfo", password="nipw")
-    with pytest.raises(LinkError) as old:
-        await link.info(1.0)
-    with pytest.raises(LinkError) as new:
-        await ask_info(channel, 1.0)
-    assert (new.value.kind, new.value.detail, new.value.reply) == (
-        old.value.kind,
-        old.value.detail,
-        old.value.reply,
-    )
-    assert new.value.reply == "NOPERM" and channel.connected
+    old, new = await _both_fail(channel, link)
+    assert (new.kind, new.detail, new.reply) == (old.kind, old.detail, old.reply)
+    assert new.reply == "NOPERM" and channel.connected
     channel, link = info_pair(acl.address, username="prober", password="probepw")
     assert (await ask_info(channel, 1.0)).role is Role.PRIMARY
     channel, link = info_pair(acl.address, username="haredis", password="wrong")
-    with pytest.raises(LinkError) as old:
-        await link.info(1.0)
-    with pytest.raises(LinkError) as new:
-        await ask_info(channel, 1.0)
-    assert (new.value.kind, new.value.detail) == (old.value.kind, old.value.detail)
-    assert "wrong" not in str(new.value)
+    old, new = await _both_fail(channel, link)
+    assert (new.kind, new.detail) == (old.kind, old.detail)
+    assert "wrong" not in str(new)
     renamed = redis_proc(extra_args=["--rename-command", "INFO", "xyz-info"])
     channel, link = info_pair(renamed.address, renamed={"INFO": "xyz-info"})
     assert await _same_info_both_ways(channel, link) is not None
     channel, link = info_pair(renamed.address)  # not told: INFO is an unknown command
+    old, new = await _both_fail(channel, link)
+    assert (new.kind, new.detail, new.reply) == (old.kind, old.detail, old.reply)
+
+
+async def _both_fail(channel: ProbeChannel[object], link: RedisLink) -> tuple[LinkError, LinkError]:
+    """INFO through RedisLink.info and through the channel must both fail: (old, new)."""
     with pytest.raises(LinkError) as old:
         await link.info(1.0)
     with pytest.raises(LinkError) as new:
         await ask_info(channel, 1.0)
-    assert (new.value.kind, new.value.detail, new.value.reply) == (
-        old.value.kind,
-        old.value.detail,
-        old.value.reply,
-    )
+    return old.value, new.value
 
 
 async def test_info_channel_timeout_reset_and_idle_close_as_link_info(
