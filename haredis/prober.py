@@ -9,7 +9,7 @@ write and a callback:
   probes over, opened by the link itself (TCP or TLS, AUTH, CLIENT SETNAME, connect timeout:
   `ProbeTarget.open_transport`) in one task per (re)connect, and then handed to a small
   `asyncio.Protocol` that splits the replies into lines.
-* `ProbeChannel.ping(timeout, done)` writes the PING at once (or when the connect is done)
+* `ProbeChannel.request(timeout, done)` writes the PING at once (or when the connect is done)
   and returns; the reply line is turned into the answer by the link (`ping_answer`: PONG, or
   the first word of an error reply such as LOADING, BUSY, MASTERDOWN or NOAUTH, which are
   answers) and `done(reply, None)` runs from the protocol's ``data_received``.
@@ -315,8 +315,6 @@ class ProbeChannel(Generic[_T]):
             self._waiting.append(probe)
             if self._connecting is None:
                 self._connecting = self._loop.create_task(self._connect())
-
-    ping = request
 
     async def _connect(self) -> None:
         try:

@@ -88,11 +88,14 @@ class PeerTable:
                 out.append((peer.name, entry[0]))
         return out
 
-    def down_opinions(self, primary: str, now: float, ttl: float) -> int:
+    def down_opinions(
+        self, primary: str, now: float, ttl: float, *, echoing_since_ms: int | None = None
+    ) -> int:
+        """Peers whose fresh view (see fresh_views) says the primary is down."""
         # A peer in hold should not say down; if it does anyway, do not count it.
         return sum(
             1
-            for name, view in self.fresh_views(primary, now, ttl)
+            for name, view in self.fresh_views(primary, now, ttl, echoing_since_ms=echoing_since_ms)
             if view.says_down and not self.peers[name].in_hold
         )
 

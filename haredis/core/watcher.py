@@ -1412,9 +1412,7 @@ class Watcher:
             return False
         window = self._majority_window(group)
         since_ms = int((self._now - window) * 1000)
-        views = self._peers.fresh_views(group.name, self._now, window, echoing_since_ms=since_ms)
-        peers = self._peers.peers
-        agree = 1 + sum(1 for name, view in views if view.says_down and not peers[name].in_hold)
+        agree = 1 + self._peers.down_opinions(group.name, self._now, window, echoing_since_ms=since_ms)
         return agree >= self.settings.majority
 
     def _majority_current(self, group: Group, since: float) -> bool:

@@ -59,7 +59,7 @@ async def make_channel() -> AsyncIterator[ChannelFactory]:
 async def ping(channel: ProbeChannel, timeout: float) -> str:
     """One probe, awaited: its reply, or its failure raised."""
     answer: asyncio.Future[tuple[str | None, LinkError | None]] = asyncio.get_running_loop().create_future()
-    channel.ping(timeout, lambda reply, error: answer.set_result((reply, error)))
+    channel.request(timeout, lambda reply, error: answer.set_result((reply, error)))
     reply, error = await asyncio.wait_for(answer, timeout + SLACK + 3.0)
     if error is not None:
         raise error
@@ -97,7 +97,7 @@ async def test_no_callback_runs_inside_ping(redis_proc: ProcFactory, make_channe
     for address in (redis_proc().address, gone.address):
         channel = make_channel(address)
         answers: list[object] = []
-        channel.ping(1.0, lambda reply, error, answers=answers: answers.append(reply or error))
+        channel.request(1.0, lambda reply, error, answers=answers: answers.append(reply or error))
         assert answers == []
         await asyncio.wait_for(_until(lambda answers=answers: bool(answers)), 5.0)
 
