@@ -737,8 +737,20 @@ class Watcher:
         # Read once per group, not per instance: this runs for every group on every tick.
         ping_period, probe_timeout, crash_detect = s.ping_period, s.probe_timeout, s.crash_detect
         info_period = s.info_period
-        for inst in group.instances.values():
-            if inst.detector.probe_due(now, ping_period, crash_detect, probe_timeout):
+        # Probe phases are aligned: when an instance on its regular period is due, every
+        # steady sibling at least half a period into its own interval goes with it. A replica
+        # found by INFO after its primary was probed would otherwise keep its own phase for
+        # ever, and a calm group would be visited on two ticks of every ping period instead
+        # of one (half the decision work of a watcher with many primaries). Probing a steady
+        # instance early only starts its down clock earlier: never a down verdict sooner
+        # than down_after after the first unanswered probe.
+        instances = list(group.instances.values())
+        due = [inst.detector.probe_due(now, ping_period, crash_detect, probe_timeout) for inst in instances]
+        pairs = list(zip(due, instances, strict=True))
+        if any(d and inst.detector.hard_fail_since is None for d, inst in pairs):
+            due = [d or inst.detector.may_probe_early(now, ping_period) for d, inst in pairs]
+        for probe_now, inst in zip(due, instances, strict=True):
+            if probe_now:
                 inst.detector.probe_sent(now)
                 self._emit(Probe(group.name, inst.address, timeout=probe_timeout))
             if inst.info_asked_at is not None and now - inst.info_asked_at > 2 * info_period:
