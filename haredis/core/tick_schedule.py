@@ -75,7 +75,20 @@ class TickSchedule:
             self._due_at.pop(name, None)
             return
         self._restless.discard(name)
-        at = next_due(group, self)
+        self._file_due(name, next_due(group, self))
+
+    def filed_calm(self, name: str, settings: WatcherSettings) -> bool:
+        """The group was calm when it was last filed, and nothing but the passing of time
+        has changed it since (every event that changes a group files it again; a reload or
+        hold empties the heap at the next tick, and settings then differ until it does)."""
+        return settings is self._scheduled_for and name in self._due_at
+
+    def refile_calm(self, group: Group) -> None:
+        """File again a group known to be still calm (see Watcher._on_healthy_reply): what
+        `file` does once `calm` has said yes."""
+        self._file_due(group.name, next_due(group, self))
+
+    def _file_due(self, name: str, at: float) -> None:
         if self._due_at.get(name) != at:
             self._due_at[name] = at
             heapq.heappush(self._due, (at, self._order[name], name))
