@@ -92,6 +92,8 @@ class PeerTable:
         self, primary: str, now: float, ttl: float, *, echoing_since_ms: int | None = None
     ) -> int:
         """Peers whose fresh view (see fresh_views) says the primary is down."""
+        if not self.peers:
+            return 0  # a lone watcher (electorate 1): asked on every evaluation
         # A peer in hold should not say down; if it does anyway, do not count it.
         return sum(
             1

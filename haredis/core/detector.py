@@ -93,7 +93,7 @@ class Detector:
 
     def replied(self, now: float, reply: str) -> None:
         self.in_flight_since = None
-        if is_alive_reply(reply):
+        if reply == "PONG" or is_alive_reply(reply):
             self.last_ok = now
             self.last_outcome_ok = True
             self.last_error = ""

@@ -435,7 +435,8 @@ class Watcher:
         * primary_down stays False: no detector is down, and calm means no role mismatch
           and no empty restart;
         * odown: our own opinion is not down, so odown stays False (calm: it was) and only
-          the count of peers' down opinions can change: _evaluate_odown is still run;
+          the count of peers' down opinions can change: it is counted as _evaluate_odown
+          counts it;
         * no failover runs (calm), and none starts without odown.
         Calm afterwards: the reply changed nothing `calm` reads but odown_votes; with votes
         the group is filed the general way (restless). The 500-seed simulator trace hash is
@@ -457,7 +458,8 @@ class Watcher:
                 return False  # a sibling's down verdict is due: the general path gives it
         det.replied(now, reply)
         inst.refused = False
-        self._evaluate_odown(group, now)
+        # What _evaluate_odown does when our own opinion is not down and odown was False.
+        group.odown_votes = self._peers.down_opinions(group.name, now, self.settings.opinion_ttl)
         if group.odown_votes:
             self._reschedule(group)
         else:
@@ -795,21 +797,31 @@ class Watcher:
         # of one (half the decision work of a watcher with many primaries). Probing a steady
         # instance early only starts its down clock earlier: never a down verdict sooner
         # than down_after after the first unanswered probe.
+        # (Runs on every visit: plain loops, no intermediate lists beyond `due`.)
         instances = list(group.instances.values())
         due = [inst.detector.probe_due(now, ping_period, crash_detect, probe_timeout) for inst in instances]
-        pairs = list(zip(due, instances, strict=True))
-        if any(d and inst.detector.hard_fail_since is None for d, inst in pairs):
-            due = [d or inst.detector.may_probe_early(now, ping_period) for d, inst in pairs]
+        for is_due, inst in zip(due, instances, strict=True):
+            if is_due and inst.detector.hard_fail_since is None:
+                due = [
+                    d or sibling.detector.may_probe_early(now, ping_period)
+                    for d, sibling in zip(due, instances, strict=True)
+                ]
+                break
         for probe_now, inst in zip(due, instances, strict=True):
             if probe_now:
                 inst.detector.probe_sent(now)
                 self._emit(Probe(group.name, inst.address, timeout=probe_timeout))
-            if inst.info_asked_at is not None and now - inst.info_asked_at > 2 * info_period:
+            asked_at = inst.info_asked_at
+            if asked_at is not None:
+                if now - asked_at <= 2 * info_period:
+                    continue  # an INFO is in flight
                 inst.info_asked_at = None  # the answer was lost; ask again below
-            last_info = max(inst.info_at or -1e18, inst.info_failed_at or -1e18)
+            info_at = inst.info_at or -1e18
+            failed_at = inst.info_failed_at or -1e18
+            last_info = failed_at if failed_at > info_at else info_at
             if last_info == -1e18:  # never asked: the first INFO waits for its start-up slot
                 last_info = self._schedule.start_slot(group, info_period) - info_period
-            if inst.info_asked_at is None and now - last_info >= info_period:
+            if now - last_info >= info_period:
                 self._ask_info(group, inst)
 
     def _ask_info(self, group: Group, inst: Instance, *, freeze: bool = False) -> None:
