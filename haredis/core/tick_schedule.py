@@ -33,6 +33,8 @@ class TickSchedule:
         self._due: list[tuple[float, int, str]] = []
         self._due_at: dict[str, float] = {}
         self._restless: set[str] = set()
+        # The groups the last `take` found due in the heap: filed calm, unchanged since.
+        self.taken_calm: set[str] = set()
         self._order: dict[str, int] = {name: i for i, name in enumerate(groups)}
         self._scheduled_for = settings
         self._started_at = now  # first probes and INFO are spread over one period from here
@@ -57,11 +59,13 @@ class TickSchedule:
         the calm ones whose time has come (their heap entries are consumed)."""
         names = set(self._restless)
         heap, live = self._due, self._due_at
+        taken_calm = self.taken_calm = set()
         while heap and heap[0][0] <= now:
             at, _, name = heapq.heappop(heap)
             if live.get(name) == at:
                 del live[name]
-                names.add(name)
+                taken_calm.add(name)
+        names |= taken_calm
         order = self._order
         return [groups[name] for name in sorted(names, key=order.__getitem__) if name in groups]
 

@@ -349,10 +349,17 @@ class Watcher:
     def _on_tick(self) -> None:
         now = self._now
         self._check_hold_end()
-        for group in self._groups_to_visit(now):
+        groups = self._groups_to_visit(now)
+        # A group filed calm and only now due has no instance contradicting the topology, nor
+        # any contradiction on record (see tick_schedule.calm), and neither probes nor
+        # verdicts change INFO or the primary's address: _enforce_topology would only clear
+        # what is already clear. Restless groups (and every group after a reload or in hold)
+        # are not in taken_calm.
+        taken_calm = self._schedule.taken_calm
+        for group in groups:
             self._schedule_probes(group, now)
             self._evaluate(group)
-            if group.failover is None:
+            if group.failover is None and group.name not in taken_calm:
                 # Steady-state reconfiguration is never urgent (it waits convert_after):
                 # once a tick is enough, and keeps it off the path of every probe reply.
                 self._enforce_topology(group)
@@ -834,15 +841,16 @@ class Watcher:
         """Recompute verdicts for a group and take every step they allow."""
         now = self._now
         s = group.settings
-        primary_addr = group.address
-        for inst in group.instances.values():
-            if inst.detector.evaluate(now, s.down_after, s.crash_detect):
+        down_after, crash_detect = s.down_after, s.crash_detect
+        instances = group.instances
+        for inst in instances.values():
+            if inst.detector.evaluate(now, down_after, crash_detect):
                 sign = "+" if inst.detector.down else "-"
                 self._emit(Publish(f"{sign}sdown", describe(group, inst.address)))
                 self._mark_dirty(group)
-        primary = group.instances[primary_addr]
-        mismatch_limit = s.down_after + 2 * s.info_period
-        mismatch = group.role_mismatch_since is not None and now - group.role_mismatch_since > mismatch_limit
+        primary = instances[group.address]
+        mismatch_since = group.role_mismatch_since
+        mismatch = mismatch_since is not None and now - mismatch_since > down_after + 2 * s.info_period
         primary_down = primary.detector.down or mismatch or group.restarted_empty
         if primary_down != group.primary_down:
             group.primary_down = primary_down
