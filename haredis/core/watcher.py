@@ -193,7 +193,8 @@ class Watcher:
                 self._on_pause_command(event)
         if not filed:
             self._reschedule_touched(event)
-        self._push_changed_gossip()
+        if self._dirty_groups:  # (most events change no gossip view)
+            self._push_changed_gossip()
         out = self._out
         self._out = []
         if self._durable_dirty:
@@ -358,8 +359,11 @@ class Watcher:
         taken_calm = self._schedule.taken_calm
         for group in groups:
             self._schedule_probes(group, now)
+            if group.name in taken_calm:
+                self._evaluate_and_file_calm(group)
+                continue
             self._evaluate(group)
-            if group.failover is None and group.name not in taken_calm:
+            if group.failover is None:
                 # Steady-state reconfiguration is never urgent (it waits convert_after):
                 # once a tick is enough, and keeps it off the path of every probe reply.
                 self._enforce_topology(group)
@@ -433,21 +437,9 @@ class Watcher:
         """The steady state's most frequent event, cheaply: a valid reply from an instance
         that was neither down nor failing hard, in a group filed calm (tick_schedule.calm)
         and unchanged since but for the passing of time. Returns False, having done nothing,
-        in any other case (the caller then takes the general path).
-
-        Why `_evaluate` may be skipped, step by step (it would change nothing):
-        * detectors: this one ends up answering with nothing in flight (not down, and it was
-          not); a calm group has no instance down or failing hard, so a sibling can only go
-          down by the unanswered-probe rule, checked here exactly as Detector._is_down does;
-        * primary_down stays False: no detector is down, and calm means no role mismatch
-          and no empty restart;
-        * odown: our own opinion is not down, so odown stays False (calm: it was) and only
-          the count of peers' down opinions can change: it is counted as _evaluate_odown
-          counts it;
-        * no failover runs (calm), and none starts without odown.
-        Calm afterwards: the reply changed nothing `calm` reads but odown_votes; with votes
-        the group is filed the general way (restless). The 500-seed simulator trace hash is
-        the proof that no decision changed."""
+        in any other case (the caller then takes the general path). What it does is what
+        the general path does for such a reply (no restart to read INFO for), with
+        _evaluate_calm in place of _evaluate."""
         det = inst.detector
         if (
             det.hard_fail_count
@@ -457,20 +449,45 @@ class Watcher:
             or not (reply == "PONG" or is_alive_reply(reply))
         ):
             return False
+        det.replied(self._now, reply)
+        inst.refused = False
+        self._evaluate_and_file_calm(group)
+        return True
+
+    def _evaluate_and_file_calm(self, group: Group) -> None:
+        """_evaluate and file again a group that was calm when last filed, has not changed
+        since but by a probe sent or answered and the passing of time, and is not in hold."""
+        if not self._evaluate_calm(group):
+            self._evaluate(group)
+            self._reschedule(group)
+        elif group.odown_votes:
+            self._reschedule(group)  # restless now: filed the general way
+        else:
+            # Still calm: the step changed nothing `calm` reads (odown_votes is 0).
+            self._schedule.refile_calm(group)
+
+    def _evaluate_calm(self, group: Group) -> bool:
+        """What `_evaluate` does for a group as _evaluate_and_file_calm takes it, or False,
+        having done nothing, when an instance's down verdict has fallen due (the general
+        path then gives it). Why the rest of _evaluate would change nothing:
+        * detectors: calm means none down and none failing hard, so one can only go down by
+          the unanswered-probe rule, checked here with Detector._is_down's comparison
+          (conservatively: where this says due and _evaluate finds the instance answering,
+          the general path merely runs for nothing);
+        * primary_down stays False: no detector is down, and calm means no role mismatch
+          and no empty restart;
+        * odown: our own opinion is not down (not in hold either), so odown stays False
+          (calm: it was) and only the count of peers' down opinions can change: it is
+          counted as _evaluate_odown counts it;
+        * no failover runs (calm), and none starts without odown.
+        The 500-seed simulator trace hash is the proof that no decision changed."""
         now = self._now
         down_after = group.settings.down_after
-        for other in group.instances.values():
-            since = other.detector.unanswered_since
-            if other is not inst and since is not None and now - since > down_after:
-                return False  # a sibling's down verdict is due: the general path gives it
-        det.replied(now, reply)
-        inst.refused = False
-        # What _evaluate_odown does when our own opinion is not down and odown was False.
+        for inst in group.instances.values():
+            since = inst.detector.unanswered_since
+            if since is not None and now - since > down_after:
+                return False
         group.odown_votes = self._peers.down_opinions(group.name, now, self.settings.opinion_ttl)
-        if group.odown_votes:
-            self._reschedule(group)
-        else:
-            self._schedule.refile_calm(group)
         return True
 
     def _on_info(self, event: InfoReply) -> None:

@@ -1,24 +1,34 @@
-"""The healthy probe reply's fast path (Watcher._on_healthy_reply) changes no decision.
+"""The calm group's short evaluation (Watcher._evaluate_calm) changes no decision.
 
-A healthy reply in a calm group skips the group's evaluation, but not when a sibling's down
-verdict has fallen due since the last tick: the general path would publish it on that very
-reply, and so must the fast path (it falls back). The 500-seed simulator trace hash covers
-the rest; this pins the one case a skipped evaluation would get wrong.
+A healthy reply in a calm group, and a tick's visit of a group filed calm, skip the general
+evaluation, but not when an instance's down verdict has fallen due: the general path would
+publish it then, and so must the short one (it falls back). The 500-seed simulator trace
+hash covers the rest; these pin the cases a skipped evaluation would get wrong.
 """
 
 from __future__ import annotations
 
 from haredis.core.events import ProbeReply
+from haredis.core.group import Group
 
-from .helpers import NAME, R2, P, Rig, primary_settings, watcher_settings
+from .helpers import NAME, R2, CheckedWatcher, P, Rig, primary_settings, watcher_settings
+from .test_tick_schedule import TwinRig
 
 STEP = 0.1  # tick interval
 
 
-def _rig() -> Rig:
+class GeneralPathOnly(CheckedWatcher):
+    """The reference: every reply and visit takes the general path (_evaluate)."""
+
+    def _evaluate_calm(self, group: Group) -> bool:
+        return False
+
+
+def _rig(kind: type[CheckedWatcher] = CheckedWatcher) -> Rig:
     # down_after 10 s: ping period 1 s, probe timeout 1 s; no peers.
     settings = watcher_settings(electorate=1, primary=primary_settings(quorum=1, down_after=10.0))
-    rig = Rig.standard(settings)
+    standard = Rig.standard(settings)
+    rig = TwinRig(settings, standard.nodes, kind=kind)
     rig.run(5.0, STEP)  # steady: every instance answering, the group calm
     rig.nodes[R2].mode = "hang"
     return rig
@@ -55,3 +65,14 @@ def test_a_healthy_reply_in_a_calm_group_publishes_nothing() -> None:
     actions = rig.handle(ProbeReply(now=reply_at, primary=NAME, address=P, reply="PONG"))
     assert actions == []
     assert len(rig.published) == published
+
+
+def test_a_hung_replica_is_declared_down_on_the_same_tick_as_by_the_general_path() -> None:
+    # Ticks only, off the grid of the probe timeouts (1 s): the replica's verdict falls due
+    # on a visit of a group filed calm, not on one of its failed probes.
+    rigs = [_rig(), _rig(GeneralPathOnly)]
+    for rig in rigs:
+        rig.run(15.0, 0.07)
+    declared = [_sdown_times(rig) for rig in rigs]
+    assert declared[0], declared
+    assert declared[0] == declared[1]
