@@ -36,6 +36,9 @@ class Group:
 
     def __init__(self, settings: PrimarySettings, durable: PrimaryDurable, now: float) -> None:
         self.settings = settings
+        # Fixed: a reload keys groups by name and only ever gives a group settings of its own
+        # name. An attribute, not a property of settings: the core reads it on every event.
+        self.name = settings.name
         self.durable = durable
         self.instances: dict[Address, Instance] = {}
         self.failover: Failover | None = None
@@ -60,10 +63,6 @@ class Group:
         self.instance(self.address, now)
         for address in durable.known:
             self.instance(address, now)
-
-    @property
-    def name(self) -> str:
-        return self.settings.name
 
     @property
     def address(self) -> Address:
