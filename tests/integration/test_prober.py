@@ -13,6 +13,7 @@ import contextlib
 import shutil
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -342,6 +343,42 @@ async def test_a_stranger_that_does_not_speak_redis(make_channel: ChannelFactory
     async with scripted_server(script) as port:
         error = await expect_failure(make_channel(Address("127.0.0.1", port)), 2.0, FailureKind.ERROR)
         assert "unexpected PING reply" in error.detail
+
+
+async def test_a_reset_with_a_ping_in_flight_is_reset(make_channel: ChannelFactory) -> None:
+    """The server aborts the connection (RST) with our PING unanswered: RESET."""
+
+    def script(conn: socket.socket) -> None:
+        conn.recv(1024)  # PING
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close: RST
+
+    async with scripted_server(script) as port:
+        error = await expect_failure(make_channel(Address("127.0.0.1", port)), 2.0, FailureKind.RESET)
+        assert "reset" in error.detail.lower()
+
+
+async def test_a_close_with_a_ping_in_flight_is_reset(make_channel: ChannelFactory) -> None:
+    """The server closes the connection (EOF) with our PING unanswered: RESET, closed by server."""
+
+    def script(conn: socket.socket) -> None:
+        conn.recv(1024)  # PING
+
+    async with scripted_server(script) as port:
+        error = await expect_failure(make_channel(Address("127.0.0.1", port)), 2.0, FailureKind.RESET)
+        assert "closed by server" in error.detail
+
+
+async def test_half_a_reply_then_a_close_is_reset(make_channel: ChannelFactory) -> None:
+    """Part of a reply line and the close: the PING met the close (RESET), not an answer."""
+
+    def script(conn: socket.socket) -> None:
+        conn.recv(1024)  # PING
+        conn.sendall(b"+PO")
+        time.sleep(0.1)
+
+    async with scripted_server(script) as port:
+        error = await expect_failure(make_channel(Address("127.0.0.1", port)), 2.0, FailureKind.RESET)
+        assert "closed by server" in error.detail
 
 
 # -- authentication and TLS ---------------------------------------------------------------------
