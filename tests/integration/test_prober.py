@@ -345,40 +345,38 @@ async def test_a_stranger_that_does_not_speak_redis(make_channel: ChannelFactory
         assert "unexpected PING reply" in error.detail
 
 
-async def test_a_reset_with_a_ping_in_flight_is_reset(make_channel: ChannelFactory) -> None:
-    """The server aborts the connection (RST) with our PING unanswered: RESET."""
+def _reset_after_ping(conn: socket.socket) -> None:
+    """Abort the connection (RST) with the PING unanswered."""
+    conn.recv(1024)  # PING
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close: RST
 
-    def script(conn: socket.socket) -> None:
-        conn.recv(1024)  # PING
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close: RST
 
+def _close_after_ping(conn: socket.socket) -> None:
+    """Close the connection (EOF) with the PING unanswered."""
+    conn.recv(1024)  # PING
+
+
+def _close_after_half_a_reply(conn: socket.socket) -> None:
+    """Part of a reply line, then the close: the PING met the close, it was not answered."""
+    conn.recv(1024)  # PING
+    conn.sendall(b"+PO")
+    time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("script", "detail"),
+    [
+        (_reset_after_ping, "reset"),
+        (_close_after_ping, "closed by server"),
+        (_close_after_half_a_reply, "closed by server"),
+    ],
+)
+async def test_a_connection_lost_with_a_ping_in_flight_is_reset(
+    make_channel: ChannelFactory, script: Callable[[socket.socket], None], detail: str
+) -> None:
     async with scripted_server(script) as port:
         error = await expect_failure(make_channel(Address("127.0.0.1", port)), 2.0, FailureKind.RESET)
-        assert "reset" in error.detail.lower()
-
-
-async def test_a_close_with_a_ping_in_flight_is_reset(make_channel: ChannelFactory) -> None:
-    """The server closes the connection (EOF) with our PING unanswered: RESET, closed by server."""
-
-    def script(conn: socket.socket) -> None:
-        conn.recv(1024)  # PING
-
-    async with scripted_server(script) as port:
-        error = await expect_failure(make_channel(Address("127.0.0.1", port)), 2.0, FailureKind.RESET)
-        assert "closed by server" in error.detail
-
-
-async def test_half_a_reply_then_a_close_is_reset(make_channel: ChannelFactory) -> None:
-    """Part of a reply line and the close: the PING met the close (RESET), not an answer."""
-
-    def script(conn: socket.socket) -> None:
-        conn.recv(1024)  # PING
-        conn.sendall(b"+PO")
-        time.sleep(0.1)
-
-    async with scripted_server(script) as port:
-        error = await expect_failure(make_channel(Address("127.0.0.1", port)), 2.0, FailureKind.RESET)
-        assert "closed by server" in error.detail
+        assert detail in error.detail.lower()
 
 
 # -- authentication and TLS ---------------------------------------------------------------------
