@@ -73,18 +73,6 @@ class Detector:
             return True
         return now - self.last_probe_sent >= self.probe_interval(ping_period, crash_detect)
 
-    def may_probe_early(self, now: float, ping_period: float) -> bool:
-        """A steady instance (answering, nothing in flight, not failing hard) at least half
-        a ping period into its interval: it may be probed now, with a sibling that is due, so
-        that every instance of a group is probed on the same tick (see
-        Watcher._schedule_probes). Never more than one probe per half period."""
-        return (
-            self.in_flight_since is None
-            and self.hard_fail_since is None
-            and self.last_probe_sent is not None
-            and now - self.last_probe_sent >= ping_period / 2.0
-        )
-
     def probe_sent(self, now: float) -> None:
         self.last_probe_sent = now
         self.in_flight_since = now

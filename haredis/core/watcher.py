@@ -130,6 +130,8 @@ class Watcher:
         self._raw_last = now
         self._now = now
         self._hold_until: float | None = None
+        # When the loop last resumed after a stall shorter than hold (see _advance_clock).
+        self._resumed_at = -math.inf
         self._peers = PeerTable(settings.name, settings.electorate)
         self._groups: dict[str, Group] = {}
         for ps in settings.primaries:
@@ -323,6 +325,15 @@ class Watcher:
             self._enter_hold(gap)
             return
         self._now += gap
+        if gap > self.settings.gossip_period:
+            # Nothing reached us for longer than a heartbeat (the loop ticks every
+            # tick_interval): a stall, too short for hold. What we learnt before it may be
+            # stale, and what happened during it is still queued behind this event: a
+            # leader must hear a majority again before it promotes (see
+            # _majority_still_sees_down; simulator seed 1008889: a leader SIGSTOPped for
+            # 1.3 s between its freeze and its promotion woke up and promoted before it read
+            # the vote request of the epoch that had replaced it).
+            self._resumed_at = self._now
 
     def _enter_hold(self, gap: float) -> None:
         now = self._now
@@ -814,25 +825,8 @@ class Watcher:
         # Read once per group, not per instance: this runs for every group on every tick.
         ping_period, probe_timeout, crash_detect = s.ping_period, s.probe_timeout, s.crash_detect
         info_period = s.info_period
-        # Probe phases are aligned: when an instance on its regular period is due, every
-        # steady sibling at least half a period into its own interval goes with it. A replica
-        # found by INFO after its primary was probed would otherwise keep its own phase for
-        # ever, and a calm group would be visited on two ticks of every ping period instead
-        # of one (half the decision work of a watcher with many primaries). Probing a steady
-        # instance early only starts its down clock earlier: never a down verdict sooner
-        # than down_after after the first unanswered probe.
-        # (Runs on every visit: plain loops, no intermediate lists beyond `due`.)
-        instances = list(group.instances.values())
-        due = [inst.detector.probe_due(now, ping_period, crash_detect, probe_timeout) for inst in instances]
-        for is_due, inst in zip(due, instances, strict=True):
-            if is_due and inst.detector.hard_fail_since is None:
-                due = [
-                    d or sibling.detector.may_probe_early(now, ping_period)
-                    for d, sibling in zip(due, instances, strict=True)
-                ]
-                break
-        for probe_now, inst in zip(due, instances, strict=True):
-            if probe_now:
+        for inst in group.instances.values():
+            if inst.detector.probe_due(now, ping_period, crash_detect, probe_timeout):
                 inst.detector.probe_sent(now)
                 self._emit(Probe(group.name, inst.address, timeout=probe_timeout))
             asked_at = inst.info_asked_at
@@ -1506,12 +1500,13 @@ class Watcher:
 
     def _majority_still_sees_down(self, group: Group) -> bool:
         """A majority of all watchers, this one included, say the primary is down in views
-        sent within the majority window: each echoes a gossip of ours from that window, so
-        a view the network held back through a partition does not count."""
+        sent within the majority window: each echoes a gossip of ours from that window (and
+        from after our last stall), so a view the network held back through a partition, or
+        one we read before we stalled, does not count."""
         if not group.primary_down or self.in_hold:
             return False
         window = self._majority_window(group)
-        since_ms = int((self._now - window) * 1000)
+        since_ms = int(max(self._now - window, self._resumed_at) * 1000)
         agree = 1 + self._peers.down_opinions(group.name, self._now, window, echoing_since_ms=since_ms)
         return agree >= self.settings.majority
 

@@ -83,6 +83,8 @@ class World:
     watchers: dict[str, Watcher] = field(default_factory=dict)
     disks: dict[str, DurableState] = field(default_factory=dict)
     down_watchers: set[str] = field(default_factory=set)
+    # Watchers whose process is stopped (SIGSTOP): what reaches them waits, in order.
+    stalled: dict[str, list[Event]] = field(default_factory=dict)
     published: list[tuple[float, str, str, str]] = field(default_factory=list)
     promotions: list[tuple[float, str, Address, int]] = field(default_factory=list)
     fences: list[tuple[float, str, Address]] = field(default_factory=list)
@@ -172,6 +174,17 @@ class World:
         ws = next(s for s in self.settings if s.name == name)
         self.watchers[name] = Watcher(ws, self.disks[name], self.now)
 
+    def stall_watcher(self, name: str) -> None:
+        """SIGSTOP the watcher's process: no tick runs, what reaches it waits in its socket
+        buffers."""
+        self.stalled[name] = []
+
+    def resume_watcher(self, name: str) -> None:
+        """SIGCONT: its loop wakes up and reads everything that waited, in arrival order,
+        all at once (each stamped now, as the runtime stamps on arrival)."""
+        for event in self.stalled.pop(name):
+            self._deliver(name, event)
+
     # -- running
     def run(self, seconds: float, tick: float = 0.05) -> None:
         end = self.now + seconds
@@ -195,6 +208,11 @@ class World:
 
     def _deliver(self, name: str, event: Event) -> None:
         if name in self.down_watchers:
+            return
+        held = self.stalled.get(name)
+        if held is not None:
+            if not isinstance(event, Tick):  # a stopped loop does not tick
+                held.append(event)
             return
         event = dataclasses.replace(event, now=self.now)  # stamped on arrival, as the runtime does
         for action in self.watchers[name].handle(event):
