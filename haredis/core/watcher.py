@@ -325,9 +325,10 @@ class Watcher:
             self._enter_hold(gap)
             return
         self._now += gap
-        if gap > self.settings.gossip_period:
-            # Nothing reached us for longer than a heartbeat (the loop ticks every
-            # tick_interval): a stall, too short for hold. What we learnt before it may be
+        if gap > max(self.settings.gossip_period, 2 * self.settings.tick_interval):
+            # Nothing reached us for longer than a heartbeat (and than two ticks: the loop
+            # ticks every tick_interval, which may be configured longer): a stall, too short
+            # for hold. What we learnt before it may be
             # stale, and what happened during it is still queued behind this event: a
             # leader must hear a majority again before it promotes (see
             # _majority_still_sees_down; simulator seed 1008889: a leader SIGSTOPped for

@@ -10,6 +10,11 @@ Driven through the instant world (tests/core/world.py): events in, actions out, 
 
 from __future__ import annotations
 
+import dataclasses
+
+from haredis.core.model import DurableState
+from haredis.core.watcher import Watcher
+
 from .world import P, World, make_world
 
 
@@ -49,4 +54,17 @@ def test_a_leader_that_never_stalled_promotes_without_waiting() -> None:
     world, leader, _ = _stalled_right_after_the_election(0.0)
     world.run(1.0)
     assert [p[1] for p in world.promotions] == [leader]
+    assert world.events("+majority-wait") == []
+
+
+def test_ticks_slower_than_a_heartbeat_are_not_stalls() -> None:
+    # tick_interval may be configured longer than gossip_period: the gap between two ticks
+    # is then the loop working as configured, not a stall, and must not hold promotions up.
+    world = make_world(down_after=3.0)
+    world.settings = [dataclasses.replace(s, tick_interval=1.0) for s in world.settings]
+    world.watchers = {s.name: Watcher(s, DurableState(), world.now) for s in world.settings}
+    world.run(3.0, tick=1.0)
+    world.kill(P)
+    world.run(10.0, tick=1.0)
+    assert len({p[1] for p in world.promotions}) == 1 and world.promotions
     assert world.events("+majority-wait") == []
