@@ -97,8 +97,15 @@ def test_hang_longer_than_down_after_fails_over_and_old_primary_rejoins_as_repli
     finally:
         redis.primary.cont()
     cluster.wait_agree(new)
-    wait_until(lambda: redis.primary.role() == "slave", 10, "the old primary to be demoted")
-    assert redis.primary.info("replication")["master_port"] == new.port
+    # Read in the wait: right after the demotion the watcher kills the old primary's normal
+    # clients (they must reconnect to the new one), which may close the connection we open.
+    wait_until(
+        lambda: (
+            redis.primary.role() == "slave" and redis.primary.info("replication")["master_port"] == new.port
+        ),
+        10,
+        "the old primary to be demoted and to follow the new one",
+    )
     assert [a for a, r in roles(redis).items() if r == "master"] == [new]
 
 
