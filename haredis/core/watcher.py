@@ -325,10 +325,12 @@ class Watcher:
             self._enter_hold(gap)
             return
         self._now += gap
-        if gap > max(self.settings.gossip_period, 2 * self.settings.tick_interval):
-            # Nothing reached us for longer than a heartbeat (and than two ticks: the loop
-            # ticks every tick_interval, which may be configured longer): a stall, too short
-            # for hold. What we learnt before it may be
+        if gap > max(self.settings.hold_trigger / 2, 2 * self.settings.tick_interval):
+            # Nothing reached us for half the hold trigger (1 s by default; and for two ticks:
+            # the loop ticks every tick_interval, which may be configured long): a stall, too
+            # short for hold. Not less: a loop starved for a few hundred ms is common on a
+            # loaded host, and each stall costs a waiting leader a gossip round trip (a mass
+            # failover under CI load met 12 waits with 0.5 s). What we learnt before it may be
             # stale, and what happened during it is still queued behind this event: a
             # leader must hear a majority again before it promotes (see
             # _majority_still_sees_down; simulator seed 1008889: a leader SIGSTOPped for
