@@ -32,7 +32,8 @@ _HARD_FAILURES_FOR_CRASH = 2
 
 
 def is_alive_reply(reply: str) -> bool:
-    return reply.upper().startswith(_ALIVE_REPLIES)
+    # PONG first: it is nearly every reply, and the only one that needs no upper().
+    return reply == "PONG" or reply.upper().startswith(_ALIVE_REPLIES)
 
 
 @dataclass(slots=True)
@@ -81,7 +82,7 @@ class Detector:
 
     def replied(self, now: float, reply: str) -> None:
         self.in_flight_since = None
-        if reply == "PONG" or is_alive_reply(reply):
+        if is_alive_reply(reply):
             self.last_ok = now
             self.last_outcome_ok = True
             self.last_error = ""
@@ -125,6 +126,10 @@ class Detector:
             and now - self.hard_fail_since >= crash_detect
         ):
             return True
+        return self.unanswered_too_long(now, down_after)
+
+    def unanswered_too_long(self, now: float, down_after: float) -> bool:
+        """The slow path's rule: a probe has gone unanswered for more than down_after."""
         return self.unanswered_since is not None and now - self.unanswered_since > down_after
 
     def positively_alive(self) -> bool:

@@ -460,7 +460,7 @@ class Watcher:
             or det.down_since is not None
             or self.in_hold
             or not self._schedule.filed_calm(group.name, self.settings)
-            or not (reply == "PONG" or is_alive_reply(reply))
+            or not is_alive_reply(reply)
         ):
             return False
         det.replied(self._now, reply)
@@ -485,7 +485,7 @@ class Watcher:
         having done nothing, when an instance's down verdict has fallen due (the general
         path then gives it). Why the rest of _evaluate would change nothing:
         * detectors: calm means none down and none failing hard, so one can only go down by
-          the unanswered-probe rule, checked here with Detector._is_down's comparison
+          the unanswered-probe rule, checked here as Detector._is_down checks it
           (conservatively: where this says due and _evaluate finds the instance answering,
           the general path merely runs for nothing);
         * primary_down stays False: no detector is down, and calm means no role mismatch
@@ -498,8 +498,7 @@ class Watcher:
         now = self._now
         down_after = group.settings.down_after
         for inst in group.instances.values():
-            since = inst.detector.unanswered_since
-            if since is not None and now - since > down_after:
+            if inst.detector.unanswered_too_long(now, down_after):
                 return False
         group.odown_votes = self._peers.down_opinions(group.name, now, self.settings.opinion_ttl)
         return True
